@@ -1,0 +1,70 @@
+//! Listeners: one `SO_REUSEPORT` socket per worker on the same address, so
+//! the kernel spreads connections and a connection never leaves the worker
+//! that accepted it; and each worker's accept loop.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::error::StartError;
+use crate::worker::Worker;
+
+/// Listen backlog: connection storms queue here instead of being refused.
+const BACKLOG: i32 = 4096;
+
+fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// Binds `n` listeners on `addr`. A port already used by anyone (even
+/// another ringcast with SO_REUSEPORT) is an error: a probe socket without
+/// SO_REUSEPORT binds first, which fails if the port is taken, and fixes the
+/// port when `addr` asks for port 0.
+pub fn bind(addr: SocketAddr, n: usize) -> Result<(Vec<StdListener>, SocketAddr), StartError> {
+    let fatal = |e: std::io::Error| StartError::Fatal(format!("cannot listen on {addr}: {e}"));
+    let probe = socket(addr, false).map_err(fatal)?;
+    let actual = probe
+        .local_addr()
+        .map_err(fatal)?
+        .as_socket()
+        .ok_or_else(|| StartError::Fatal(format!("cannot listen on {addr}: not an IP address")))?;
+    drop(probe);
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = socket(actual, true).map_err(|e| StartError::Fatal(format!("cannot listen on {actual}: {e}")))?;
+        s.listen(BACKLOG).map_err(|e| StartError::Fatal(format!("cannot listen on {actual}: {e}")))?;
+        out.push(s.into());
+    }
+    Ok((out, actual))
+}
+
+/// Accepts until the worker drains, spawning one task per connection.
+pub async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = w.lifecycle.until(|| w.draining.get()) => None,
+        };
+        match accepted {
+            None => break,
+            Some(Ok((stream, peer))) => {
+                monoio::spawn(crate::http::serve(w.clone(), stream, peer));
+            }
+            Some(Err(e)) => {
+                // EMFILE/ENFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(worker = w.idx, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    tracing::debug!(worker = w.idx, "listener closed");
+}

@@ -1,0 +1,542 @@
+//! The one configuration tree (SPEC §1, §9): built-in defaults, then the TOML
+//! file, then `RINGCAST_<SECTION>_<KEY>` environment variables, then CLI
+//! flags. Every layer is merged as TOML values and every key is checked on
+//! its own, so an error names the key and where it came from.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StartError;
+
+/// Every setting, with SPEC defaults. `tuning/ringcast.toml` documents each.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`
+    pub server: Server,
+    /// `[sse]`
+    pub sse: Sse,
+    /// `[history]`
+    pub history: History,
+    /// `[limits]`
+    pub limits: Limits,
+    /// `[auth]`
+    pub auth: Auth,
+    /// `[cors]`
+    pub cors: Cors,
+    /// `[cluster]`
+    pub cluster: Cluster,
+    /// `[log]`
+    pub log: Log,
+    /// `[demo]`
+    pub demo: Demo,
+}
+
+/// Which io driver the workers run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IoDriver {
+    /// io_uring when the kernel allows it, else legacy with a warning.
+    Auto,
+    /// io_uring or fail.
+    IoUring,
+    /// epoll-based legacy driver.
+    Legacy,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Address every worker listens on (SO_REUSEPORT).
+    pub listen: String,
+    /// Worker threads; `None` = available cores.
+    pub workers: Option<usize>,
+    /// Pin worker i to core i.
+    pub pin_cores: bool,
+    /// Upper bound on a graceful shutdown.
+    pub shutdown_timeout_ms: u64,
+    /// io_uring, legacy, or auto-detect.
+    pub io_driver: IoDriver,
+    /// Capacity of each worker's ingest ring, in messages.
+    pub ingest_ring_slots: usize,
+    /// Publish requests waiting for the sequencer before 503.
+    pub publish_queue_slots: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:8080".into(),
+            workers: None,
+            pin_cores: true,
+            shutdown_timeout_ms: 10_000,
+            io_driver: IoDriver::Auto,
+            ingest_ring_slots: 65_536,
+            publish_queue_slots: 4096,
+        }
+    }
+}
+
+/// What to do with a subscriber whose queue is full.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowPolicy {
+    /// Close it; it resumes from history.
+    Disconnect,
+    /// Keep only the newest pending event per topic.
+    Conflate,
+}
+
+/// `[sse]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sse {
+    /// Silence after which a heartbeat comment is written.
+    pub heartbeat_ms: u64,
+    /// The `retry:` hint sent at connect.
+    pub retry_ms: u64,
+    /// Bound on one subscriber's unsent bytes.
+    pub max_pending_bytes: usize,
+    /// Policy when that bound is hit.
+    pub slow_policy: SlowPolicy,
+    /// A subscriber accepting no bytes this long is closed.
+    pub write_stall_ms: u64,
+}
+
+impl Default for Sse {
+    fn default() -> Self {
+        Sse {
+            heartbeat_ms: 15_000,
+            retry_ms: 2000,
+            max_pending_bytes: 1 << 20,
+            slow_policy: SlowPolicy::Disconnect,
+            write_stall_ms: 30_000,
+        }
+    }
+}
+
+/// `[history]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct History {
+    /// Events kept per topic.
+    pub per_topic: usize,
+    /// Bytes kept over all topics.
+    pub max_bytes: usize,
+    /// Age after which events are dropped.
+    pub max_age_ms: u64,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History { per_topic: 1024, max_bytes: 256 << 20, max_age_ms: 300_000 }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections over all workers.
+    pub max_connections: usize,
+    /// Connections per client IP; 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// Patterns per `/events` request.
+    pub topics_per_subscription: usize,
+    /// Data bytes per event.
+    pub max_event_bytes: usize,
+    /// Bytes per request body.
+    pub max_body_bytes: usize,
+    /// Time to receive a request head.
+    pub header_timeout_ms: u64,
+    /// Bytes per request head.
+    pub max_header_bytes: usize,
+    /// Events/s per token; 0 = no limit.
+    pub publish_rate_per_token: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1_000_000,
+            max_connections_per_ip: 0,
+            topics_per_subscription: 64,
+            max_event_bytes: 64 << 10,
+            max_body_bytes: 1 << 20,
+            header_timeout_ms: 10_000,
+            max_header_bytes: 16 << 10,
+            publish_rate_per_token: 0,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// HS256 shared secret.
+    pub hs256_secret: Option<String>,
+    /// PEM public key (RS256/ES256).
+    pub public_key_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp`.
+    pub leeway_ms: u64,
+}
+
+/// `[cors]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cors {
+    /// Origins allowed; `*` for any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    /// NATS server URL; unset = single node.
+    pub nats_url: Option<String>,
+    /// JetStream stream name.
+    pub stream: String,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster { nats_url: None, stream: "RINGCAST".into() }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human text.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// text or json.
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, `ringcast=trace`, ...
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// `[demo]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Demo {
+    /// Run the simulated quote feed and serve the demo page.
+    pub enabled: bool,
+}
+
+/// The CLI flags that override configuration (already parsed by clap).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`
+    pub config: Option<PathBuf>,
+    /// `--listen ADDR`
+    pub listen: Option<String>,
+    /// `--workers N`
+    pub workers: Option<usize>,
+    /// `--demo`
+    pub demo: bool,
+    /// `--log-format`
+    pub log_format: Option<String>,
+}
+
+const SECTIONS: [&str; 9] = ["server", "sse", "history", "limits", "auth", "cors", "cluster", "log", "demo"];
+
+/// Where a key's value came from, for error messages.
+#[derive(Debug, Clone)]
+struct Origin(String);
+
+type Layer = Vec<(String, String, toml::Value, Origin)>;
+
+impl Config {
+    /// Builds the configuration from the file, `env` (pairs of name, value)
+    /// and the CLI overrides, then validates it.
+    pub fn load(
+        cli: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, StartError> {
+        let mut layers: Layer = Vec::new();
+        if let Some(path) = &cli.config {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| StartError::Config(format!("cannot read config file {}: {e}", path.display())))?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| StartError::Config(format!("config file {}: {e}", path.display())))?;
+            for (section, v) in table {
+                let toml::Value::Table(keys) = v else {
+                    return Err(StartError::Config(format!(
+                        "config file {}: `{section}` must be a [section]",
+                        path.display()
+                    )));
+                };
+                for (k, v) in keys {
+                    layers.push((section.clone(), k, v, Origin(format!("file {}", path.display()))));
+                }
+            }
+        }
+        let mut env: Vec<(String, String)> =
+            env.into_iter().filter(|(k, _)| k.starts_with("RINGCAST_")).collect();
+        env.sort();
+        for (name, raw) in env {
+            let rest = name["RINGCAST_".len()..].to_ascii_lowercase();
+            let Some((section, key)) = rest.split_once('_') else {
+                return Err(StartError::Config(format!(
+                    "unknown configuration key in environment variable {name}"
+                )));
+            };
+            layers.push((section.into(), key.into(), guess_value(&raw), Origin(format!("environment {name}"))));
+        }
+        let flag = |k: &str| Origin(format!("flag --{k}"));
+        if let Some(l) = &cli.listen {
+            layers.push(("server".into(), "listen".into(), toml::Value::String(l.clone()), flag("listen")));
+        }
+        if let Some(w) = cli.workers {
+            layers.push(("server".into(), "workers".into(), toml::Value::Integer(w as i64), flag("workers")));
+        }
+        if cli.demo {
+            layers.push(("demo".into(), "enabled".into(), toml::Value::Boolean(true), flag("demo")));
+        }
+        if let Some(f) = &cli.log_format {
+            layers.push(("log".into(), "format".into(), toml::Value::String(f.clone()), flag("log-format")));
+        }
+
+        let mut merged = toml::Table::new();
+        for (section, key, value, origin) in layers {
+            if !SECTIONS.contains(&section.as_str()) {
+                return Err(StartError::Config(format!(
+                    "unknown configuration section `{section}` (key `{section}.{key}`, from {})",
+                    origin.0
+                )));
+            }
+            let value = check_key(&section, &key, value, &origin)?;
+            merged
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .expect("sections are tables")
+                .insert(key, value);
+        }
+        let cfg: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| StartError::Config(format!("configuration: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Semantic checks that types alone cannot express.
+    pub fn validate(&self) -> Result<(), StartError> {
+        let bad = |key: &str, why: &str| Err(StartError::Config(format!("bad value for `{key}`: {why}")));
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return bad("server.listen", "expected IP:PORT, e.g. 127.0.0.1:8080");
+        }
+        if self.server.workers == Some(0) {
+            return bad("server.workers", "must be at least 1");
+        }
+        if self.server.workers.is_some_and(|w| w > 1024) {
+            return bad("server.workers", "must be at most 1024");
+        }
+        let positive: [(&str, u64); 8] = [
+            ("sse.heartbeat_ms", self.sse.heartbeat_ms),
+            ("sse.write_stall_ms", self.sse.write_stall_ms),
+            ("sse.max_pending_bytes", self.sse.max_pending_bytes as u64),
+            ("limits.topics_per_subscription", self.limits.topics_per_subscription as u64),
+            ("limits.max_event_bytes", self.limits.max_event_bytes as u64),
+            ("limits.max_body_bytes", self.limits.max_body_bytes as u64),
+            ("limits.header_timeout_ms", self.limits.header_timeout_ms),
+            ("server.ingest_ring_slots", self.server.ingest_ring_slots as u64),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return bad(key, "must be greater than 0");
+            }
+        }
+        if self.limits.max_header_bytes < 1024 {
+            return bad("limits.max_header_bytes", "must be at least 1024");
+        }
+        if self.server.publish_queue_slots == 0 {
+            return bad("server.publish_queue_slots", "must be greater than 0");
+        }
+        if self.limits.max_connections == 0 {
+            return bad("limits.max_connections", "must be greater than 0");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return bad("log.level", "expected a level (error, warn, info, debug, trace) or a tracing filter");
+        }
+        // Named features that this build does not have yet are refused rather
+        // than silently ignored: running "with auth" unauthenticated, or "in a
+        // cluster" alone, would be worse than not starting.
+        if self.auth.hs256_secret.is_some() {
+            return bad("auth.hs256_secret", "token authentication is not available in this build");
+        }
+        if self.auth.public_key_file.is_some() {
+            return bad("auth.public_key_file", "token authentication is not available in this build");
+        }
+        if self.limits.publish_rate_per_token != 0 {
+            return bad("limits.publish_rate_per_token", "needs token authentication, not available in this build");
+        }
+        if self.cluster.nats_url.is_some() {
+            return bad("cluster.nats_url", "cluster mode is not available in this build");
+        }
+        if self.sse.slow_policy == SlowPolicy::Conflate {
+            return bad("sse.slow_policy", "\"conflate\" is not available in this build; use \"disconnect\"");
+        }
+        Ok(())
+    }
+
+    /// Worker count after applying the default (available cores).
+    pub fn workers(&self) -> usize {
+        self.server
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// The parsed listen address (validated at load).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.server.listen.parse().expect("validated at load")
+    }
+}
+
+/// An environment value's TOML reading: a TOML literal when it parses as one
+/// (`5`, `true`, `["a"]`, `"x"`), else the raw string.
+fn guess_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+/// Checks one key on its own against the schema, so the error names it. An
+/// environment value that failed as a guessed type is retried as a string,
+/// then as a comma-separated list.
+fn check_key(section: &str, key: &str, value: toml::Value, origin: &Origin) -> Result<toml::Value, StartError> {
+    let try_one = |v: &toml::Value| -> Result<(), String> {
+        let mut inner = toml::Table::new();
+        inner.insert(key.to_owned(), v.clone());
+        let mut outer = toml::Table::new();
+        outer.insert(section.to_owned(), toml::Value::Table(inner));
+        toml::Value::Table(outer).try_into::<Config>().map(|_| ()).map_err(|e| e.to_string())
+    };
+    let first = match try_one(&value) {
+        Ok(()) => return Ok(value),
+        Err(e) => e,
+    };
+    if first.contains("unknown field") {
+        return Err(StartError::Config(format!(
+            "unknown configuration key `{section}.{key}` (from {})",
+            origin.0
+        )));
+    }
+    if origin.0.starts_with("environment") {
+        let raw = match &value {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let as_string = toml::Value::String(raw.clone());
+        if try_one(&as_string).is_ok() {
+            return Ok(as_string);
+        }
+        let as_list = toml::Value::Array(
+            raw.split(',').map(|s| toml::Value::String(s.trim().to_owned())).filter(|v| v.as_str() != Some("")).collect(),
+        );
+        if try_one(&as_list).is_ok() {
+            return Ok(as_list);
+        }
+    }
+    Err(StartError::Config(format!(
+        "bad value for `{section}.{key}` (from {}): {}",
+        origin.0,
+        first.trim().replace('\n', " ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Config, StartError> {
+        Config::load(
+            &Overrides::default(),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_match_spec() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.sse.heartbeat_ms, 15_000);
+        assert_eq!(c.sse.max_pending_bytes, 1_048_576);
+        assert_eq!(c.history.max_bytes, 268_435_456);
+        assert_eq!(c.limits.max_event_bytes, 65_536);
+        assert_eq!(c.cluster.stream, "RINGCAST");
+        assert!(c.workers() >= 1);
+    }
+
+    #[test]
+    fn env_overlays_and_types() {
+        let c = load(&[
+            ("RINGCAST_SERVER_LISTEN", "127.0.0.1:9"),
+            ("RINGCAST_SSE_HEARTBEAT_MS", "250"),
+            ("RINGCAST_CORS_ALLOWED_ORIGINS", "http://a.test, http://b.test"),
+            ("RINGCAST_SERVER_PIN_CORES", "false"),
+            ("HOME", "/root"),
+        ])
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9");
+        assert_eq!(c.sse.heartbeat_ms, 250);
+        assert_eq!(c.cors.allowed_origins, vec!["http://a.test", "http://b.test"]);
+        assert!(!c.server.pin_cores);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (("RINGCAST_SERVER_BOGUS", "1"), "server.bogus"),
+            (("RINGCAST_NOPE_X", "1"), "nope"),
+            (("RINGCAST_SSE_HEARTBEAT_MS", "abc"), "sse.heartbeat_ms"),
+            (("RINGCAST_SSE_HEARTBEAT_MS", "0"), "sse.heartbeat_ms"),
+            (("RINGCAST_SERVER_LISTEN", "nowhere"), "server.listen"),
+            (("RINGCAST_SSE_SLOW_POLICY", "drop"), "sse.slow_policy"),
+            (("RINGCAST_LOG_FORMAT", "xml"), "log.format"),
+        ];
+        for ((k, v), want) in cases {
+            let err = load(&[(k, v)]).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(want), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn precedence_file_env_flag() {
+        let dir = std::env::temp_dir().join(format!("ringcast-cfg-{}", std::process::id()));
+        std::fs::write(&dir, "[server]\nlisten = \"127.0.0.1:1\"\nworkers = 3\n[sse]\nretry_ms = 7\n").unwrap();
+        let cli = Overrides { config: Some(dir.clone()), listen: Some("127.0.0.1:3".into()), ..Default::default() };
+        let c = Config::load(&cli, [("RINGCAST_SERVER_LISTEN".to_string(), "127.0.0.1:2".to_string()), ("RINGCAST_SERVER_WORKERS".into(), "2".into())]).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:3");
+        assert_eq!(c.server.workers, Some(2));
+        assert_eq!(c.sse.retry_ms, 7);
+        std::fs::write(&dir, "[server]\nlistn = 1\n").unwrap();
+        let err = Config::load(&Overrides { config: Some(dir.clone()), ..Default::default() }, []).unwrap_err();
+        assert!(err.to_string().contains("server.listn"), "{err}");
+        std::fs::remove_file(&dir).unwrap();
+        let err = Config::load(&Overrides { config: Some(dir), ..Default::default() }, []).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -1,0 +1,180 @@
+//! One connection's state, shared (worker-locally, `Rc`) between its task,
+//! the fan-out and the timer wheel: the queue of frame handles waiting to be
+//! written, the byte count that bounds it, the deadlines, and the waker of
+//! the task that writes. `!Send` by construction.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+
+use bytes::Bytes;
+
+/// A frame handle in a connection's queue.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// The shared frame bytes (refcounted, never copied per subscriber).
+    pub frame: Bytes,
+    /// Sequencing time of an event ([`crate::sequencer::now_ns`]); 0 for
+    /// non-event bytes (response head, heartbeat, retry), which are not
+    /// counted as deliveries.
+    pub born_ns: u64,
+}
+
+/// Why a connection is being closed by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The request head did not arrive within `limits.header_timeout_ms`.
+    HeaderTimeout,
+    /// Its queue passed `sse.max_pending_bytes`.
+    Slow,
+    /// It accepted no bytes for `sse.write_stall_ms`.
+    Stall,
+    /// The server is shutting down and this connection has nothing to flush.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// For logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::HeaderTimeout => "header timeout",
+            CloseReason::Slow => "slow subscriber: max_pending_bytes exceeded",
+            CloseReason::Stall => "write stalled",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What phase a connection is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for (or reading) a request.
+    Request,
+    /// Handling a request (reading its body, waiting for the sequencer).
+    Busy,
+    /// An event stream.
+    Stream,
+}
+
+/// The shared state of one connection.
+pub struct Conn {
+    /// Process-unique id, on every log line about this connection.
+    pub id: u64,
+    /// Slab key in the worker's connection table.
+    pub key: u32,
+    /// Distinguishes this connection from a later one that reuses `key`, so
+    /// a timer entry left behind never touches a stranger.
+    pub gen: u32,
+    /// Current phase.
+    pub phase: Cell<Phase>,
+    /// Frames waiting for the next vectored write.
+    pub queue: RefCell<VecDeque<Queued>>,
+    /// Unsent bytes: the queue plus what a write in flight has not sent yet.
+    pub pending_bytes: Cell<usize>,
+    /// Highest event id queued; makes fan-out over overlapping patterns
+    /// deliver each event once and never out of order.
+    pub last_id: Cell<u64>,
+    /// Patterns this connection is subscribed under (to unsubscribe).
+    pub patterns: RefCell<Vec<Box<str>>>,
+    /// Tick by which the current request head must be complete; 0 = none.
+    pub header_deadline: Cell<u64>,
+    /// A header timer entry is in the wheel.
+    pub header_armed: Cell<bool>,
+    /// Tick of the last write submission (heartbeat silence is measured from it).
+    pub last_write: Cell<u64>,
+    /// Tick of the last write progress, or of the write's start.
+    pub last_progress: Cell<u64>,
+    /// A write is in flight.
+    pub writing: Cell<bool>,
+    /// A stall timer entry is in the wheel.
+    pub stall_armed: Cell<bool>,
+    /// Shutdown asked this stream to flush, say `retry:` and close.
+    pub draining: Cell<bool>,
+    /// Set once the server decides to close the connection.
+    pub close: Cell<Option<CloseReason>>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl Conn {
+    /// Fresh state for an accepted connection.
+    pub fn new(id: u64, key: u32, gen: u32, now: u64) -> Self {
+        Conn {
+            id,
+            key,
+            gen,
+            phase: Cell::new(Phase::Request),
+            queue: RefCell::new(VecDeque::new()),
+            pending_bytes: Cell::new(0),
+            last_id: Cell::new(0),
+            patterns: RefCell::new(Vec::new()),
+            header_deadline: Cell::new(0),
+            header_armed: Cell::new(false),
+            last_write: Cell::new(now),
+            last_progress: Cell::new(now),
+            writing: Cell::new(false),
+            stall_armed: Cell::new(false),
+            draining: Cell::new(false),
+            close: Cell::new(None),
+            waker: Cell::new(None),
+        }
+    }
+
+    /// Wakes the connection's task if it waits.
+    pub fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Appends a frame handle; the caller checked the bound.
+    pub fn push(&self, q: Queued) {
+        self.pending_bytes.set(self.pending_bytes.get() + q.frame.len());
+        let was_empty = {
+            let mut queue = self.queue.borrow_mut();
+            let e = queue.is_empty();
+            queue.push_back(q);
+            e
+        };
+        if was_empty {
+            self.wake();
+        }
+    }
+
+    /// Marks the connection for closing, drops what it had queued (so a
+    /// closed subscriber holds no memory) and wakes its task.
+    pub fn kill(&self, why: CloseReason) {
+        if self.close.get().is_none() {
+            self.close.set(Some(why));
+        }
+        let dropped: usize = self.queue.borrow_mut().drain(..).map(|q| q.frame.len()).sum();
+        self.pending_bytes.set(self.pending_bytes.get().saturating_sub(dropped));
+        self.wake();
+    }
+
+    /// Waits until the connection has frames queued, is being closed or
+    /// has been asked to drain.
+    pub async fn work(&self) {
+        poll_fn(|cx| {
+            if self.close.get().is_some() || self.draining.get() || !self.queue.borrow().is_empty() {
+                Poll::Ready(())
+            } else {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Waits until the connection is being closed.
+    pub async fn killed(&self) -> CloseReason {
+        poll_fn(|cx| match self.close.get() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}

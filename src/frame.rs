@@ -1,0 +1,161 @@
+//! SSE frame encoding (SPEC §3): an event goes in once, one immutable `Bytes`
+//! comes out, and that same handle is what history keeps and every subscriber
+//! sends. Static frames (heartbeat, response heads) live here too.
+//!
+//! Encoding is a single pass that sizes the buffer exactly first, so one
+//! allocation per event whatever the number of subscribers.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The heartbeat comment written on a connection silent for `sse.heartbeat_ms`.
+pub static HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");
+
+/// Upper bound on `id: <u64>\n`.
+const ID_LINE_MAX: usize = 4 + 20 + 1;
+
+/// Splits `data` the way the WHATWG EventSource parser does: on `\r\n`, `\r`
+/// or `\n`. A trailing line break yields a final empty line, so the client
+/// reassembles the data exactly.
+fn data_lines(data: &str) -> impl Iterator<Item = &str> {
+    let bytes = data.as_bytes();
+    let mut start = 0usize;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut i = start;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\n' => {
+                    let line = &data[start..i];
+                    start = i + 1;
+                    return Some(line);
+                }
+                b'\r' => {
+                    let line = &data[start..i];
+                    start = if bytes.get(i + 1) == Some(&b'\n') { i + 2 } else { i + 1 };
+                    return Some(line);
+                }
+                _ => i += 1,
+            }
+        }
+        done = true;
+        Some(&data[start..])
+    })
+}
+
+/// Encodes one event frame: `id`, optional `event`, one `data:` line per line
+/// of `data`, and the blank line that dispatches it.
+pub fn encode(id: u64, event: Option<&str>, data: &str) -> Bytes {
+    let line_breaks = data.bytes().filter(|&b| b == b'\n' || b == b'\r').count();
+    let cap = ID_LINE_MAX
+        + event.map_or(0, |e| 8 + e.len())
+        + data.len()
+        + (line_breaks + 1) * 7
+        + 1;
+    let mut buf = BytesMut::with_capacity(cap);
+    buf.put_slice(b"id: ");
+    let mut itoa = itoa_buf(id);
+    buf.put_slice(itoa.format());
+    buf.put_u8(b'\n');
+    if let Some(e) = event {
+        buf.put_slice(b"event: ");
+        buf.put_slice(e.as_bytes());
+        buf.put_u8(b'\n');
+    }
+    for line in data_lines(data) {
+        buf.put_slice(b"data: ");
+        buf.put_slice(line.as_bytes());
+        buf.put_u8(b'\n');
+    }
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
+/// `retry: <ms>\n\n`, optionally followed by a `: <comment>` line.
+pub fn retry(ms: u64, comment: Option<&str>) -> Bytes {
+    let mut s = format!("retry: {ms}\n");
+    if let Some(c) = comment {
+        s.push_str(": ");
+        s.push_str(c);
+        s.push('\n');
+    }
+    s.push('\n');
+    Bytes::from(s)
+}
+
+/// Minimal decimal formatting of a u64 without allocating.
+struct ItoaBuf {
+    buf: [u8; 20],
+    start: usize,
+}
+
+fn itoa_buf(mut n: u64) -> ItoaBuf {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    ItoaBuf { buf, start: i }
+}
+
+impl ItoaBuf {
+    fn format(&mut self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_bytes_table() {
+        let cases: &[(u64, Option<&str>, &str, &str)] = &[
+            (1, None, "hello", "id: 1\ndata: hello\n\n"),
+            (42, Some("quote"), "x", "id: 42\nevent: quote\ndata: x\n\n"),
+            (7, None, "a\nb", "id: 7\ndata: a\ndata: b\n\n"),
+            (7, None, "a\r\nb", "id: 7\ndata: a\ndata: b\n\n"),
+            (7, None, "a\rb", "id: 7\ndata: a\ndata: b\n\n"),
+            (
+                7,
+                None,
+                "a\r\nb\rc\nd",
+                "id: 7\ndata: a\ndata: b\ndata: c\ndata: d\n\n",
+            ),
+            (7, None, "a\n", "id: 7\ndata: a\ndata: \n\n"),
+            (7, None, "", "id: 7\ndata: \n\n"),
+            (7, None, "\r\n\r\n", "id: 7\ndata: \ndata: \ndata: \n\n"),
+            (
+                u64::MAX,
+                None,
+                "z",
+                "id: 18446744073709551615\ndata: z\n\n",
+            ),
+            (0, None, "z", "id: 0\ndata: z\n\n"),
+        ];
+        for (id, ev, data, want) in cases {
+            let got = encode(*id, *ev, data);
+            assert_eq!(std::str::from_utf8(&got).unwrap(), *want, "{data:?}");
+        }
+    }
+
+    #[test]
+    fn capacity_is_exact_or_more() {
+        let data = "line\r\n".repeat(100);
+        let f = encode(123, Some("e"), &data);
+        assert!(f.len() > data.len());
+    }
+
+    #[test]
+    fn retry_line() {
+        assert_eq!(&retry(2000, None)[..], b"retry: 2000\n\n");
+        assert_eq!(&retry(5, Some("draining"))[..], b"retry: 5\n: draining\n\n");
+    }
+}

@@ -1,0 +1,90 @@
+//! The `ringcast` binary: CLI → Config → runtime::launch → wait for a signal
+//! → drain → exit status (0 clean, 2 bad configuration, 1 anything else).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use mimalloc::MiMalloc;
+use ringcast::config::{Config, LogFormat, Overrides};
+use ringcast::error::StartError;
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+/// Server-Sent Events fan-out engine. Configuration precedence: defaults <
+/// TOML file < RINGCAST_<SECTION>_<KEY> environment < flags.
+#[derive(Parser, Debug)]
+#[command(name = "ringcast", version, about)]
+struct Cli {
+    /// TOML configuration file (see tuning/ringcast.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:8080 (server.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Worker threads, default one per core (server.workers).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Run the built-in simulated quote feed (demo.enabled).
+    #[arg(long)]
+    demo: bool,
+    /// Log line format (log.format).
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<String>,
+}
+
+fn init_logs(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&cfg.log.level);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), StartError> {
+    let overrides = Overrides {
+        config: cli.config,
+        listen: cli.listen,
+        workers: cli.workers,
+        demo: cli.demo,
+        log_format: cli.log_format,
+    };
+    let cfg = Config::load(&overrides, std::env::vars())?;
+    init_logs(&cfg);
+    match ringcast::sys::raise_nofile_limit() {
+        Ok(n) => tracing::debug!(nofile = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
+    let signals = ringcast::shutdown::signals()
+        .map_err(|e| StartError::Fatal(format!("cannot install signal handlers: {e}")))?;
+    let timeout = Duration::from_millis(cfg.server.shutdown_timeout_ms);
+    let workers = cfg.workers();
+    let server = ringcast::runtime::launch(cfg)?;
+    tracing::info!(
+        workers,
+        driver = server.driver(),
+        "listening on http://{}",
+        server.local_addr()
+    );
+    ringcast::shutdown::notify_systemd("READY=1");
+    ringcast::shutdown::run_until_signal(server, signals, timeout);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Logging may not be set up yet: the reason goes to stderr directly.
+            eprintln!("ringcast: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The single order of events: publish requests in (from any worker, over a
+//! bounded MPSC channel), sequenced events out (to every worker's ring).
+//!
+//! One thread assigns ids, encodes each frame exactly once into `Bytes`, and
+//! pushes one `Arc<[Event]>` per coalesced batch to every ring, then the
+//! acknowledgements to the workers that asked. Because the ack travels the
+//! same FIFO ring after the events, a publisher's 200 is sent only once its
+//! events are on every worker's ring.
+//!
+//! Ids: the first id of a process is its start time in microseconds since
+//! the Unix epoch, and ids count up from there. Ids therefore stay plain
+//! increasing integers across restarts, and an id below this process's first
+//! id is recognisably from an earlier epoch.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+
+use crate::frame;
+use crate::ingest::{Msg, Pushed, RingTx};
+use crate::metrics::GlobalMetrics;
+use crate::request::NewEvent;
+
+/// One sequenced event as every worker sees it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Strictly increasing across all topics.
+    pub id: u64,
+    /// Concrete topic.
+    pub topic: Arc<str>,
+    /// The encoded SSE frame, shared by history and every subscriber.
+    pub frame: Bytes,
+    /// When it was sequenced ([`now_ns`]), for the latency histogram.
+    pub born_ns: u64,
+}
+
+/// A publish request from a worker.
+#[derive(Debug)]
+pub struct PublishReq {
+    /// Worker that waits for the ack.
+    pub origin: usize,
+    /// Its local token for the waiting request.
+    pub token: u32,
+    /// Validated events, in order.
+    pub events: Vec<NewEvent>,
+}
+
+/// What the sequencer receives.
+#[derive(Debug)]
+pub enum SeqMsg {
+    /// Sequence these events.
+    Publish(PublishReq),
+    /// Shutdown: tell every worker to drain, after everything before.
+    Drain,
+}
+
+/// Most events coalesced into one ring message.
+const MAX_COALESCE: usize = 4096;
+
+/// Nanoseconds since the process's clock base; cheap and monotonic.
+pub fn now_ns() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// The first id this process will assign.
+pub fn epoch_first_id() -> u64 {
+    static FIRST: OnceLock<u64> = OnceLock::new();
+    *FIRST.get_or_init(|| {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64)
+    })
+}
+
+/// The sequencer's state; `run` consumes it on its own thread.
+#[derive(Debug)]
+pub struct Sequencer {
+    rx: Receiver<SeqMsg>,
+    rings: Vec<RingTx>,
+    next_id: u64,
+    metrics: Arc<GlobalMetrics>,
+}
+
+impl Sequencer {
+    /// A sequencer reading `rx` and feeding `rings` (index = worker).
+    pub fn new(rx: Receiver<SeqMsg>, rings: Vec<RingTx>, metrics: Arc<GlobalMetrics>) -> Self {
+        Sequencer { rx, rings, next_id: epoch_first_id(), metrics }
+    }
+
+    /// Runs until every sender is gone.
+    pub fn run(mut self) {
+        let mut acks: Vec<(usize, u32, u64, u32)> = Vec::new();
+        while let Ok(first) = self.rx.recv() {
+            let mut batch: Vec<Event> = Vec::new();
+            let mut drain = false;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    SeqMsg::Publish(req) => {
+                        let first_id = self.next_id;
+                        let born_ns = now_ns();
+                        let count = req.events.len() as u32;
+                        for ev in req.events {
+                            let id = self.next_id;
+                            self.next_id += 1;
+                            batch.push(Event {
+                                id,
+                                frame: frame::encode(id, ev.event.as_deref(), &ev.data),
+                                topic: ev.topic.into(),
+                                born_ns,
+                            });
+                        }
+                        acks.push((req.origin, req.token, first_id, count));
+                    }
+                    SeqMsg::Drain => drain = true,
+                }
+                if batch.len() < MAX_COALESCE && !drain {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            self.deliver(batch, &mut acks, drain);
+        }
+    }
+
+    fn deliver(&mut self, batch: Vec<Event>, acks: &mut Vec<(usize, u32, u64, u32)>, drain: bool) {
+        let n = batch.len() as u64;
+        if n > 0 {
+            let batch: Arc<[Event]> = batch.into();
+            for ring in &self.rings {
+                if ring.push(Msg::Events(batch.clone())) == Pushed::AfterWaiting {
+                    self.metrics.ring_full.fetch_add(1, Relaxed);
+                }
+            }
+            self.metrics.events_published.fetch_add(n, Relaxed);
+        }
+        for (origin, token, first, count) in acks.drain(..) {
+            self.rings[origin].push(Msg::Ack { token, first, count });
+        }
+        if drain {
+            for ring in &self.rings {
+                ring.push(Msg::Drain);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::ring;
+
+    #[test]
+    fn ids_increase_and_acks_follow_events() {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let (r0, rx0) = ring(16);
+        let (r1, rx1) = ring(16);
+        let m = Arc::new(GlobalMetrics::default());
+        let seq = Sequencer::new(rx, vec![r0, r1], m.clone());
+        let ev = |t: &str| NewEvent { topic: t.into(), event: None, data: "d".into() };
+        tx.send(SeqMsg::Publish(PublishReq { origin: 1, token: 7, events: vec![ev("a"), ev("b")] })).unwrap();
+        tx.send(SeqMsg::Publish(PublishReq { origin: 0, token: 3, events: vec![ev("c")] })).unwrap();
+        tx.send(SeqMsg::Drain).unwrap();
+        drop(tx);
+        seq.run();
+        let mut ids = vec![];
+        let mut acks = vec![];
+        let mut drained = false;
+        while let Some(msg) = rx1.try_pop() {
+            match msg {
+                Msg::Events(b) => ids.extend(b.iter().map(|e| e.id)),
+                Msg::Ack { token, first, count } => {
+                    assert!(!ids.is_empty(), "ack before its events");
+                    acks.push((token, first, count));
+                }
+                Msg::Drain => drained = true,
+            }
+        }
+        assert!(drained);
+        assert_eq!(ids.len(), 3);
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(acks, vec![(7, ids[0], 2)]);
+        assert!(matches!(rx0.try_pop(), Some(Msg::Events(_))));
+        assert_eq!(m.events_published.load(Relaxed), 3);
+    }
+}

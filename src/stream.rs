@@ -1,0 +1,165 @@
+//! The event-stream side of a connection: register its patterns, send the
+//! head and `retry:` at once, then loop — wait for queued frames, write them
+//! all in one vectored write, account the progress — until the client goes,
+//! the server closes it (slow, stalled) or shutdown has flushed it.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
+use monoio::net::TcpStream;
+
+use crate::conn::{Conn, Phase, Queued};
+use crate::frame;
+use crate::http::{jittered_retry_ms, queue_raw, shed_bytes};
+use crate::request::{self, Head, Method};
+use crate::response;
+use crate::sequencer::now_ns;
+use crate::worker::Worker;
+use crate::write::Batch;
+
+/// Handles `GET`/`HEAD /events` on `conn`; consumes the connection.
+pub async fn subscribe(w: &Worker, conn: &Conn, mut stream: TcpStream, head: Head, cors: &str) {
+    let cfg = &w.shared.cfg;
+    let q = match request::parse_subscribe(&head.query, cfg.limits.topics_per_subscription) {
+        Ok(q) => q,
+        Err(e) => {
+            w.metrics.response(e.status());
+            let _ = stream.write_all(response::error(&e, cors, false)).await;
+            return;
+        }
+    };
+    let refusal = if w.draining.get() || w.shared.draining.load(Relaxed) {
+        Some("draining")
+    } else if w.shared.over_capacity() {
+        Some("over capacity")
+    } else {
+        None
+    };
+    if let Some(why) = refusal {
+        w.shared.global.shed.fetch_add(1, Relaxed);
+        w.metrics.response(200);
+        tracing::debug!(conn = conn.id, why, "subscription turned away");
+        let _ = stream.write_all(shed_bytes(w, cors, why)).await;
+        return;
+    }
+    w.metrics.response(200);
+    if head.method == Method::Head {
+        let _ = stream.write_all(response::event_stream_head(cors).into_bytes()).await;
+        return;
+    }
+    let mut prelude = response::event_stream_head(cors).into_bytes();
+    prelude.extend_from_slice(&frame::retry(cfg.sse.retry_ms, None));
+    queue_raw(conn, Bytes::from(prelude));
+    let last_event_id = head.last_event_id.filter(|s| !s.is_empty()).or(q.last_event_id);
+    if let Some(id) = last_event_id {
+        // No history is retained yet, so continuity after `id` cannot be proven.
+        tracing::debug!(conn = conn.id, last_event_id = %id, "resync: no history");
+        w.metrics.resyncs.fetch_add(1, Relaxed);
+        queue_raw(conn, resync_frame("history_unavailable"));
+    }
+    {
+        let mut subs = w.subs.borrow_mut();
+        let mut mine = conn.patterns.borrow_mut();
+        for p in q.patterns {
+            subs.insert(&p, conn.key);
+            mine.push(p.into_boxed_str());
+        }
+    }
+    conn.phase.set(Phase::Stream);
+    w.metrics.subscribers_active.fetch_add(1, Relaxed);
+    w.arm_heartbeat(conn);
+    tracing::debug!(conn = conn.id, topics = conn.patterns.borrow().len(), "subscribed");
+    run(w, conn, stream).await;
+}
+
+/// The `event: resync` frame, which has no id (it is not part of the stream's
+/// order) so a client's Last-Event-ID stays that of its last real event.
+pub fn resync_frame(reason: &str) -> Bytes {
+    let data = serde_json::json!({ "reason": reason }).to_string();
+    Bytes::from(format!("event: {}\ndata: {data}\n\n", request::RESYNC_EVENT))
+}
+
+/// Reads (and ignores) whatever the client sends, to notice when it goes.
+async fn watch_eof(mut rd: OwnedReadHalf<TcpStream>) {
+    let mut buf = Vec::with_capacity(64);
+    loop {
+        let (res, b) = rd.read(buf).await;
+        buf = b;
+        buf.clear();
+        match res {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The write loop of one event stream.
+async fn run(w: &Worker, conn: &Conn, stream: TcpStream) {
+    let (rd, mut wr) = stream.into_split();
+    let eof = watch_eof(rd);
+    let mut eof = std::pin::pin!(eof);
+    let mut batch = Batch::new();
+    let mut retry_sent = false;
+    loop {
+        if let Some(why) = conn.close.get() {
+            tracing::debug!(conn = conn.id, reason = why.as_str(), "closing stream");
+            break;
+        }
+        let idle = batch.is_empty() && conn.queue.borrow().is_empty();
+        if idle && conn.draining.get() {
+            if retry_sent {
+                break;
+            }
+            queue_raw(conn, frame::retry(jittered_retry_ms(w.shared.cfg.sse.retry_ms), None));
+            retry_sent = true;
+            continue;
+        }
+        if idle {
+            let gone = monoio::select! {
+                _ = &mut eof => true,
+                _ = conn.work() => false,
+            };
+            if gone {
+                tracing::debug!(conn = conn.id, "client went away");
+                break;
+            }
+            continue;
+        }
+        let now = w.now_tick();
+        if batch.is_empty() {
+            conn.last_progress.set(now);
+        }
+        batch.fill(&mut conn.queue.borrow_mut());
+        conn.writing.set(true);
+        conn.last_write.set(now);
+        w.arm_stall(conn);
+        let result = monoio::select! {
+            r = wr.writev(batch) => Some(r),
+            _ = conn.killed() => None,
+        };
+        conn.writing.set(false);
+        let Some((res, b)) = result else { break };
+        batch = b;
+        match res {
+            Ok(n) if n > 0 => {
+                let t = now_ns();
+                let m = &w.metrics;
+                let p = batch.advance(n, |q: &Queued| {
+                    if q.born_ns != 0 {
+                        m.observe_latency_ns(t.saturating_sub(q.born_ns));
+                    }
+                });
+                conn.pending_bytes.set(conn.pending_bytes.get().saturating_sub(n));
+                m.frames_delivered.fetch_add(p.frames, Relaxed);
+                m.bytes_written.fetch_add(n as u64, Relaxed);
+                conn.last_progress.set(w.now_tick());
+            }
+            _ => {
+                tracing::debug!(conn = conn.id, "write failed; client gone");
+                break;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
