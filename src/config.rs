@@ -236,11 +236,25 @@ impl Default for Log {
 }
 
 /// `[demo]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Demo {
     /// Run the simulated quote feed and serve the demo page.
     pub enabled: bool,
+    /// Topics the feed publishes quotes on.
+    pub symbols: Vec<String>,
+    /// Quotes per second over all symbols.
+    pub events_per_sec: u64,
+}
+
+impl Default for Demo {
+    fn default() -> Self {
+        Demo {
+            enabled: false,
+            symbols: crate::demo::DEFAULT_SYMBOLS.iter().map(|s| s.to_string()).collect(),
+            events_per_sec: 200,
+        }
+    }
 }
 
 /// The CLI flags that override configuration (already parsed by clap).
@@ -372,6 +386,14 @@ impl Config {
         }
         if self.server.publish_queue_slots == 0 {
             return bad("server.publish_queue_slots", "must be greater than 0");
+        }
+        for s in &self.demo.symbols {
+            if crate::topic::validate_topic(s).is_err() {
+                return bad("demo.symbols", "every symbol must be a valid topic, e.g. quotes.NASDAQ.AAPL");
+            }
+        }
+        if self.demo.events_per_sec > 1_000_000 {
+            return bad("demo.events_per_sec", "must be at most 1000000");
         }
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections", "must be greater than 0");

@@ -225,6 +225,10 @@ async fn route(w: &Worker, head: &Head, body: Vec<u8>, cors: &str) -> Answer {
             Ok((200, response::full(200, "text/plain; version=0.0.4; charset=utf-8", "", text.as_bytes(), keep_alive, head_only)))
         }
         "/healthz" | "/readyz" | "/metrics" => Err(HttpError::MethodNotAllowed("GET, HEAD")),
+        "/" if w.shared.cfg.demo.enabled && get_like => {
+            let page = crate::demo::PAGE.as_bytes();
+            Ok((200, response::full(200, "text/html; charset=utf-8", "", page, keep_alive, head_only)))
+        }
         _ => Err(HttpError::NotFound),
     }
 }
@@ -245,7 +249,7 @@ async fn publish(w: &Worker, head: &Head, body: Vec<u8>, cors: &str, keep_alive:
     let many = head.ndjson;
     let cell = Rc::new(AckCell::default());
     let token = w.acks.borrow_mut().insert(cell.clone()) as u32;
-    let req = SeqMsg::Publish(PublishReq { origin: w.idx, token, events });
+    let req = SeqMsg::Publish(PublishReq { origin: Some(w.idx), token, events });
     if let Err(e) = w.shared.seq_tx.try_send(req) {
         w.acks.borrow_mut().remove(token as usize);
         w.shared.global.publish_rejected.fetch_add(1, Relaxed);

@@ -24,6 +24,7 @@
 //! - [`metrics`]: per-worker counters and Prometheus rendering.
 //! - [`response`]: response bytes (event-stream head, JSON, CORS).
 //! - [`error`]: request and start-up errors.
+//! - [`demo`]: the `--demo` simulated quote feed and page.
 //! - [`shutdown`]: signals, drain, sd_notify.
 //! - [`sys`]: the few raw system calls, with their safety proofs.
 
@@ -33,6 +34,7 @@
 pub mod accept;
 pub mod config;
 pub mod conn;
+pub mod demo;
 pub mod error;
 pub mod fanout;
 pub mod frame;

@@ -260,11 +260,7 @@ pub fn parse_subscribe(query: &str, max_patterns: usize) -> Result<SubscribeQuer
                     }
                 }
             }
-            "lastEventId" => {
-                if !v.is_empty() {
-                    q.last_event_id = Some(v.into_owned());
-                }
-            }
+            "lastEventId" if !v.is_empty() => q.last_event_id = Some(v.into_owned()),
             _ => {}
         }
     }

@@ -40,8 +40,8 @@ pub struct Event {
 /// A publish request from a worker.
 #[derive(Debug)]
 pub struct PublishReq {
-    /// Worker that waits for the ack.
-    pub origin: usize,
+    /// Worker that waits for the ack; `None` for the built-in demo feed.
+    pub origin: Option<usize>,
     /// Its local token for the waiting request.
     pub token: u32,
     /// Validated events, in order.
@@ -91,7 +91,7 @@ impl Sequencer {
 
     /// Runs until every sender is gone.
     pub fn run(mut self) {
-        let mut acks: Vec<(usize, u32, u64, u32)> = Vec::new();
+        let mut acks: Vec<(Option<usize>, u32, u64, u32)> = Vec::new();
         while let Ok(first) = self.rx.recv() {
             let mut batch: Vec<Event> = Vec::new();
             let mut drain = false;
@@ -124,7 +124,7 @@ impl Sequencer {
         }
     }
 
-    fn deliver(&mut self, batch: Vec<Event>, acks: &mut Vec<(usize, u32, u64, u32)>, drain: bool) {
+    fn deliver(&mut self, batch: Vec<Event>, acks: &mut Vec<(Option<usize>, u32, u64, u32)>, drain: bool) {
         let n = batch.len() as u64;
         if n > 0 {
             let batch: Arc<[Event]> = batch.into();
@@ -136,7 +136,9 @@ impl Sequencer {
             self.metrics.events_published.fetch_add(n, Relaxed);
         }
         for (origin, token, first, count) in acks.drain(..) {
-            self.rings[origin].push(Msg::Ack { token, first, count });
+            if let Some(w) = origin {
+                self.rings[w].push(Msg::Ack { token, first, count });
+            }
         }
         if drain {
             for ring in &self.rings {
@@ -159,8 +161,8 @@ mod tests {
         let m = Arc::new(GlobalMetrics::default());
         let seq = Sequencer::new(rx, vec![r0, r1], m.clone());
         let ev = |t: &str| NewEvent { topic: t.into(), event: None, data: "d".into() };
-        tx.send(SeqMsg::Publish(PublishReq { origin: 1, token: 7, events: vec![ev("a"), ev("b")] })).unwrap();
-        tx.send(SeqMsg::Publish(PublishReq { origin: 0, token: 3, events: vec![ev("c")] })).unwrap();
+        tx.send(SeqMsg::Publish(PublishReq { origin: Some(1), token: 7, events: vec![ev("a"), ev("b")] })).unwrap();
+        tx.send(SeqMsg::Publish(PublishReq { origin: Some(0), token: 3, events: vec![ev("c")] })).unwrap();
         tx.send(SeqMsg::Drain).unwrap();
         drop(tx);
         seq.run();

@@ -1,0 +1,50 @@
+//! Fan-out of one frame to N in-process connection queues (refcount bump +
+//! queue push per subscriber), against a naive baseline that copies the
+//! frame's bytes for each subscriber.
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ringcast::conn::Conn;
+use ringcast::fanout::enqueue;
+use ringcast::metrics::WorkerMetrics;
+use ringcast::sequencer::Event;
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout");
+    let metrics = WorkerMetrics::default();
+    let frame = ringcast::frame::encode(1, Some("quote"), &"x".repeat(100));
+    for n in [1_000usize, 10_000, 100_000] {
+        let conns: Vec<Conn> = (0..n as u32).map(|k| Conn::new(k as u64, k, 1, 0)).collect();
+        let topic: Arc<str> = "quotes.NASDAQ.AAPL".into();
+        let mut id = 1u64;
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(BenchmarkId::new("enqueue_shared_bytes", n), |b| {
+            b.iter(|| {
+                id += 1;
+                let ev = Event { id, topic: topic.clone(), frame: frame.clone(), born_ns: 1 };
+                for c in &conns {
+                    enqueue(c, &ev, usize::MAX, &metrics);
+                }
+                for c in &conns {
+                    c.queue.borrow_mut().clear();
+                    c.pending_bytes.set(0);
+                }
+            })
+        });
+        let mut queues: Vec<Vec<Vec<u8>>> = vec![Vec::new(); n];
+        g.bench_function(BenchmarkId::new("naive_copy_per_subscriber", n), |b| {
+            b.iter(|| {
+                for q in queues.iter_mut() {
+                    q.push(frame.to_vec());
+                }
+                for q in queues.iter_mut() {
+                    q.clear();
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
