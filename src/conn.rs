@@ -10,6 +10,10 @@ use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 
+/// `Queued::born_ns` of an event replayed from history: counted as a
+/// delivery, not as a publish-to-write latency sample.
+pub const REPLAYED: u64 = u64::MAX;
+
 /// A frame handle in a connection's queue.
 #[derive(Debug, Clone)]
 pub struct Queued {

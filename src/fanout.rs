@@ -52,6 +52,9 @@ pub fn enqueue(conn: &Conn, ev: &Event, max_pending: usize, metrics: &WorkerMetr
 impl Worker {
     /// Fans a batch of sequenced events out to this worker's subscribers.
     pub fn fan_out(&self, events: &[Event]) {
+        if let Some(last) = events.last() {
+            self.last_seen.set(last.id);
+        }
         let subs = self.subs.borrow();
         if subs.is_empty() {
             return;

@@ -13,6 +13,7 @@
 //! - [`topic`]: topic and pattern syntax, matching.
 //! - [`sequencer`]: the single order of events: id, encode once, fan to rings.
 //! - [`frame`]: SSE frame encoding into `Bytes`.
+//! - [`history`]: bounded per-topic history and last values, replay.
 //! - [`ingest`]: per-worker bounded rings and their doorbell.
 //! - [`fanout`]: ring → matching subscribers' queues, with the pending bound.
 //! - [`subscribe`]: the worker-local subscription table (hash + token trie).
@@ -38,6 +39,7 @@ pub mod demo;
 pub mod error;
 pub mod fanout;
 pub mod frame;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, IoDriver};
 use crate::error::StartError;
+use crate::history::History;
 use crate::ingest::{ring, RingRx};
 use crate::metrics::{GlobalMetrics, WorkerMetrics};
 use crate::sequencer::{SeqMsg, Sequencer};
@@ -39,6 +40,9 @@ pub struct Shared {
     pub open: AtomicUsize,
     /// Source of connection ids.
     pub next_conn_id: AtomicU64,
+    /// Retained events and last values, appended by the sequencer, read by
+    /// workers when a subscriber resumes or asks for a snapshot.
+    pub history: Arc<Mutex<History>>,
     /// Connections per client address, kept only when a per-IP limit is set.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -156,7 +160,9 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
     }
     let driver = choose_driver(cfg.server.io_driver)?;
     let pin = cfg.server.pin_cores;
+    let history = Arc::new(Mutex::new(History::new(&cfg.history)));
     let shared = Arc::new(Shared {
+        history: history.clone(),
         workers: (0..n).map(|_| Arc::new(WorkerMetrics::default())).collect(),
         cfg,
         global: global.clone(),
@@ -166,7 +172,7 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
         next_conn_id: AtomicU64::new(1),
         per_ip: Mutex::new(HashMap::new()),
     });
-    let seq = Sequencer::new(seq_rx, txs, global);
+    let seq = Sequencer::new(seq_rx, txs, global, history);
     std::thread::Builder::new()
         .name("ringcast-seq".into())
         .spawn(move || seq.run())

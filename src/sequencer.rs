@@ -13,13 +13,14 @@
 //! id is recognisably from an earlier epoch.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
 use crate::frame;
+use crate::history::History;
 use crate::ingest::{Msg, Pushed, RingTx};
 use crate::metrics::GlobalMetrics;
 use crate::request::NewEvent;
@@ -81,12 +82,18 @@ pub struct Sequencer {
     rings: Vec<RingTx>,
     next_id: u64,
     metrics: Arc<GlobalMetrics>,
+    history: Arc<Mutex<History>>,
 }
 
 impl Sequencer {
     /// A sequencer reading `rx` and feeding `rings` (index = worker).
-    pub fn new(rx: Receiver<SeqMsg>, rings: Vec<RingTx>, metrics: Arc<GlobalMetrics>) -> Self {
-        Sequencer { rx, rings, next_id: epoch_first_id(), metrics }
+    pub fn new(
+        rx: Receiver<SeqMsg>,
+        rings: Vec<RingTx>,
+        metrics: Arc<GlobalMetrics>,
+        history: Arc<Mutex<History>>,
+    ) -> Self {
+        Sequencer { rx, rings, next_id: epoch_first_id(), metrics, history }
     }
 
     /// Runs until every sender is gone.
@@ -127,6 +134,13 @@ impl Sequencer {
     fn deliver(&mut self, batch: Vec<Event>, acks: &mut Vec<(Option<usize>, u32, u64, u32)>, drain: bool) {
         let n = batch.len() as u64;
         if n > 0 {
+            // History first: any event a worker has seen is then in history,
+            // which is what makes replay + live hand over without a gap.
+            {
+                let mut h = self.history.lock().expect("history lock");
+                h.append(&batch, now_ns());
+                self.metrics.history_bytes.store(h.bytes() as u64, Relaxed);
+            }
             let batch: Arc<[Event]> = batch.into();
             for ring in &self.rings {
                 if ring.push(Msg::Events(batch.clone())) == Pushed::AfterWaiting {
@@ -159,7 +173,8 @@ mod tests {
         let (r0, rx0) = ring(16);
         let (r1, rx1) = ring(16);
         let m = Arc::new(GlobalMetrics::default());
-        let seq = Sequencer::new(rx, vec![r0, r1], m.clone());
+        let h = Arc::new(Mutex::new(History::new(&crate::config::History::default())));
+        let seq = Sequencer::new(rx, vec![r0, r1], m.clone(), h.clone());
         let ev = |t: &str| NewEvent { topic: t.into(), event: None, data: "d".into() };
         tx.send(SeqMsg::Publish(PublishReq { origin: Some(1), token: 7, events: vec![ev("a"), ev("b")] })).unwrap();
         tx.send(SeqMsg::Publish(PublishReq { origin: Some(0), token: 3, events: vec![ev("c")] })).unwrap();
@@ -185,5 +200,6 @@ mod tests {
         assert_eq!(acks, vec![(7, ids[0], 2)]);
         assert!(matches!(rx0.try_pop(), Some(Msg::Events(_))));
         assert_eq!(m.events_published.load(Relaxed), 3);
+        assert_eq!(h.lock().unwrap().len(), 3);
     }
 }

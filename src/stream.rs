@@ -9,12 +9,13 @@ use bytes::Bytes;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
 
-use crate::conn::{Conn, Phase, Queued};
+use crate::conn::{Conn, Phase, Queued, REPLAYED};
 use crate::frame;
 use crate::http::{jittered_retry_ms, queue_raw, shed_bytes};
 use crate::request::{self, Head, Method};
 use crate::response;
-use crate::sequencer::now_ns;
+use crate::history::Gap;
+use crate::sequencer::{epoch_first_id, now_ns, Event};
 use crate::worker::Worker;
 use crate::write::Batch;
 
@@ -52,25 +53,65 @@ pub async fn subscribe(w: &Worker, conn: &Conn, mut stream: TcpStream, head: Hea
     prelude.extend_from_slice(&frame::retry(cfg.sse.retry_ms, None));
     queue_raw(conn, Bytes::from(prelude));
     let last_event_id = head.last_event_id.filter(|s| !s.is_empty()).or(q.last_event_id);
-    if let Some(id) = last_event_id {
-        // No history is retained yet, so continuity after `id` cannot be proven.
-        tracing::debug!(conn = conn.id, last_event_id = %id, "resync: no history");
+    let patterns: Vec<Box<str>> = q.patterns.into_iter().map(String::into_boxed_str).collect();
+    // No await from here to the registration below: `upto` is exactly the
+    // last event this worker fanned out, so history covers everything up to
+    // it and the ring brings everything after it.
+    let upto = w.last_seen.get();
+    let catch_up = catch_up(w, &patterns, last_event_id.as_deref(), q.snapshot, upto);
+    if let Some(reason) = catch_up.resync {
+        tracing::debug!(conn = conn.id, reason, "resync");
         w.metrics.resyncs.fetch_add(1, Relaxed);
-        queue_raw(conn, resync_frame("history_unavailable"));
+        queue_raw(conn, resync_frame(reason));
     }
+    for ev in &catch_up.events {
+        conn.push(Queued { frame: ev.frame.clone(), born_ns: REPLAYED });
+    }
+    conn.last_id.set(catch_up.resume_after.max(upto));
     {
         let mut subs = w.subs.borrow_mut();
-        let mut mine = conn.patterns.borrow_mut();
-        for p in q.patterns {
-            subs.insert(&p, conn.key);
-            mine.push(p.into_boxed_str());
+        for p in &patterns {
+            subs.insert(p, conn.key);
         }
     }
+    *conn.patterns.borrow_mut() = patterns;
     conn.phase.set(Phase::Stream);
     w.metrics.subscribers_active.fetch_add(1, Relaxed);
     w.arm_heartbeat(conn);
     tracing::debug!(conn = conn.id, topics = conn.patterns.borrow().len(), "subscribed");
     run(w, conn, stream).await;
+}
+
+/// What a new subscriber receives before the live stream.
+struct CatchUp {
+    /// Replayed events, or the snapshot, in id order.
+    events: Vec<Event>,
+    /// Why continuity could not be proven, if so.
+    resync: Option<&'static str>,
+    /// Id after which live events are new to this client.
+    resume_after: u64,
+}
+
+/// Decides between replay, resync (+ snapshot) and plain snapshot.
+fn catch_up(w: &Worker, patterns: &[Box<str>], last_event_id: Option<&str>, snapshot: bool, upto: u64) -> CatchUp {
+    let h = w.shared.history.lock().expect("history lock");
+    let fresh = |resync| CatchUp {
+        events: if snapshot { h.snapshot(patterns, upto) } else { Vec::new() },
+        resync,
+        resume_after: 0,
+    };
+    let Some(raw) = last_event_id else { return fresh(None) };
+    let Ok(id) = raw.trim().parse::<u64>() else { return fresh(Some("invalid_id")) };
+    if id < epoch_first_id() {
+        return fresh(Some("epoch"));
+    }
+    if id > h.last_id() {
+        return fresh(Some("unknown_id"));
+    }
+    match h.replay(patterns, id, upto) {
+        Ok(events) => CatchUp { events, resync: None, resume_after: id },
+        Err(Gap::Expired) => fresh(Some("history_expired")),
+    }
 }
 
 /// The `event: resync` frame, which has no id (it is not part of the stream's
@@ -146,7 +187,7 @@ async fn run(w: &Worker, conn: &Conn, stream: TcpStream) {
                 let t = now_ns();
                 let m = &w.metrics;
                 let p = batch.advance(n, |q: &Queued| {
-                    if q.born_ns != 0 {
+                    if q.born_ns != 0 && q.born_ns != REPLAYED {
                         m.observe_latency_ns(t.saturating_sub(q.born_ns));
                     }
                 });

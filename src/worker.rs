@@ -119,6 +119,9 @@ pub struct Worker {
     pub subs: RefCell<SubTable>,
     /// Publish requests waiting for their ack, by token.
     pub acks: RefCell<Slab<Rc<AckCell>>>,
+    /// Highest event id this worker has fanned out: the hand-over point
+    /// between a replay from history and the live stream.
+    pub last_seen: Cell<u64>,
     /// Set by the Drain message; never cleared.
     pub draining: Cell<bool>,
     /// Wakes the accept loop and `finished` on drain and on last close.
@@ -146,6 +149,7 @@ impl Worker {
             conns: RefCell::new(Slab::new()),
             subs: RefCell::new(SubTable::new()),
             acks: RefCell::new(Slab::new()),
+            last_seen: Cell::new(0),
             draining: Cell::new(false),
             lifecycle: LocalNotify::default(),
             wheel: RefCell::new(TimerWheel::new(WHEEL_SLOTS, 0)),
