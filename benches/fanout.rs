@@ -14,14 +14,21 @@ fn bench(c: &mut Criterion) {
     let metrics = WorkerMetrics::default();
     let frame = ringcast::frame::encode(1, Some("quote"), &"x".repeat(100));
     for n in [1_000usize, 10_000, 100_000] {
-        let conns: Vec<Conn> = (0..n as u32).map(|k| Conn::new(k as u64, k, 1, 0)).collect();
+        let conns: Vec<Conn> = (0..n as u32)
+            .map(|k| Conn::new(k as u64, k, 1, 0))
+            .collect();
         let topic: Arc<str> = "quotes.NASDAQ.AAPL".into();
         let mut id = 1u64;
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(BenchmarkId::new("enqueue_shared_bytes", n), |b| {
             b.iter(|| {
                 id += 1;
-                let ev = Event { id, topic: topic.clone(), frame: frame.clone(), born_ns: 1 };
+                let ev = Event {
+                    id,
+                    topic: topic.clone(),
+                    frame: frame.clone(),
+                    born_ns: 1,
+                };
                 for c in &conns {
                     enqueue(c, &ev, usize::MAX, &metrics);
                 }

@@ -12,7 +12,12 @@ fn run(msgs: u64, per_msg: usize) {
     let frame = ringcast::frame::encode(1, None, "x");
     let topic: Arc<str> = "t".into();
     let batch: Arc<[Event]> = (0..per_msg)
-        .map(|i| Event { id: i as u64, topic: topic.clone(), frame: frame.clone(), born_ns: 0 })
+        .map(|i| Event {
+            id: i as u64,
+            topic: topic.clone(),
+            frame: frame.clone(),
+            born_ns: 0,
+        })
         .collect();
     let consumer = std::thread::spawn(move || {
         let mut seen = 0u64;

@@ -40,8 +40,10 @@ pub fn bind(addr: SocketAddr, n: usize) -> Result<(Vec<StdListener>, SocketAddr)
     drop(probe);
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let s = socket(actual, true).map_err(|e| StartError::Fatal(format!("cannot listen on {actual}: {e}")))?;
-        s.listen(BACKLOG).map_err(|e| StartError::Fatal(format!("cannot listen on {actual}: {e}")))?;
+        let s = socket(actual, true)
+            .map_err(|e| StartError::Fatal(format!("cannot listen on {actual}: {e}")))?;
+        s.listen(BACKLOG)
+            .map_err(|e| StartError::Fatal(format!("cannot listen on {actual}: {e}")))?;
         out.push(s.into());
     }
     Ok((out, actual))

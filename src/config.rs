@@ -132,7 +132,11 @@ pub struct History {
 
 impl Default for History {
     fn default() -> Self {
-        History { per_topic: 1024, max_bytes: 256 << 20, max_age_ms: 300_000 }
+        History {
+            per_topic: 1024,
+            max_bytes: 256 << 20,
+            max_age_ms: 300_000,
+        }
     }
 }
 
@@ -205,7 +209,10 @@ pub struct Cluster {
 
 impl Default for Cluster {
     fn default() -> Self {
-        Cluster { nats_url: None, stream: "RINGCAST".into() }
+        Cluster {
+            nats_url: None,
+            stream: "RINGCAST".into(),
+        }
     }
 }
 
@@ -231,7 +238,10 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Log { format: LogFormat::Text, level: "info".into() }
+        Log {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -251,7 +261,10 @@ impl Default for Demo {
     fn default() -> Self {
         Demo {
             enabled: false,
-            symbols: crate::demo::DEFAULT_SYMBOLS.iter().map(|s| s.to_string()).collect(),
+            symbols: crate::demo::DEFAULT_SYMBOLS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             events_per_sec: 200,
         }
     }
@@ -272,7 +285,9 @@ pub struct Overrides {
     pub log_format: Option<String>,
 }
 
-const SECTIONS: [&str; 9] = ["server", "sse", "history", "limits", "auth", "cors", "cluster", "log", "demo"];
+const SECTIONS: [&str; 9] = [
+    "server", "sse", "history", "limits", "auth", "cors", "cluster", "log", "demo",
+];
 
 /// Where a key's value came from, for error messages.
 #[derive(Debug, Clone)]
@@ -289,8 +304,9 @@ impl Config {
     ) -> Result<Config, StartError> {
         let mut layers: Layer = Vec::new();
         if let Some(path) = &cli.config {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| StartError::Config(format!("cannot read config file {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                StartError::Config(format!("cannot read config file {}: {e}", path.display()))
+            })?;
             let table: toml::Table = toml::from_str(&text)
                 .map_err(|e| StartError::Config(format!("config file {}: {e}", path.display())))?;
             for (section, v) in table {
@@ -301,12 +317,19 @@ impl Config {
                     )));
                 };
                 for (k, v) in keys {
-                    layers.push((section.clone(), k, v, Origin(format!("file {}", path.display()))));
+                    layers.push((
+                        section.clone(),
+                        k,
+                        v,
+                        Origin(format!("file {}", path.display())),
+                    ));
                 }
             }
         }
-        let mut env: Vec<(String, String)> =
-            env.into_iter().filter(|(k, _)| k.starts_with("RINGCAST_")).collect();
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("RINGCAST_"))
+            .collect();
         env.sort();
         for (name, raw) in env {
             let rest = name["RINGCAST_".len()..].to_ascii_lowercase();
@@ -315,20 +338,45 @@ impl Config {
                     "unknown configuration key in environment variable {name}"
                 )));
             };
-            layers.push((section.into(), key.into(), guess_value(&raw), Origin(format!("environment {name}"))));
+            layers.push((
+                section.into(),
+                key.into(),
+                guess_value(&raw),
+                Origin(format!("environment {name}")),
+            ));
         }
         let flag = |k: &str| Origin(format!("flag --{k}"));
         if let Some(l) = &cli.listen {
-            layers.push(("server".into(), "listen".into(), toml::Value::String(l.clone()), flag("listen")));
+            layers.push((
+                "server".into(),
+                "listen".into(),
+                toml::Value::String(l.clone()),
+                flag("listen"),
+            ));
         }
         if let Some(w) = cli.workers {
-            layers.push(("server".into(), "workers".into(), toml::Value::Integer(w as i64), flag("workers")));
+            layers.push((
+                "server".into(),
+                "workers".into(),
+                toml::Value::Integer(w as i64),
+                flag("workers"),
+            ));
         }
         if cli.demo {
-            layers.push(("demo".into(), "enabled".into(), toml::Value::Boolean(true), flag("demo")));
+            layers.push((
+                "demo".into(),
+                "enabled".into(),
+                toml::Value::Boolean(true),
+                flag("demo"),
+            ));
         }
         if let Some(f) = &cli.log_format {
-            layers.push(("log".into(), "format".into(), toml::Value::String(f.clone()), flag("log-format")));
+            layers.push((
+                "log".into(),
+                "format".into(),
+                toml::Value::String(f.clone()),
+                flag("log-format"),
+            ));
         }
 
         let mut merged = toml::Table::new();
@@ -356,7 +404,8 @@ impl Config {
 
     /// Semantic checks that types alone cannot express.
     pub fn validate(&self) -> Result<(), StartError> {
-        let bad = |key: &str, why: &str| Err(StartError::Config(format!("bad value for `{key}`: {why}")));
+        let bad =
+            |key: &str, why: &str| Err(StartError::Config(format!("bad value for `{key}`: {why}")));
         if self.server.listen.parse::<SocketAddr>().is_err() {
             return bad("server.listen", "expected IP:PORT, e.g. 127.0.0.1:8080");
         }
@@ -370,11 +419,17 @@ impl Config {
             ("sse.heartbeat_ms", self.sse.heartbeat_ms),
             ("sse.write_stall_ms", self.sse.write_stall_ms),
             ("sse.max_pending_bytes", self.sse.max_pending_bytes as u64),
-            ("limits.topics_per_subscription", self.limits.topics_per_subscription as u64),
+            (
+                "limits.topics_per_subscription",
+                self.limits.topics_per_subscription as u64,
+            ),
             ("limits.max_event_bytes", self.limits.max_event_bytes as u64),
             ("limits.max_body_bytes", self.limits.max_body_bytes as u64),
             ("limits.header_timeout_ms", self.limits.header_timeout_ms),
-            ("server.ingest_ring_slots", self.server.ingest_ring_slots as u64),
+            (
+                "server.ingest_ring_slots",
+                self.server.ingest_ring_slots as u64,
+            ),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -389,7 +444,10 @@ impl Config {
         }
         for s in &self.demo.symbols {
             if crate::topic::validate_topic(s).is_err() {
-                return bad("demo.symbols", "every symbol must be a valid topic, e.g. quotes.NASDAQ.AAPL");
+                return bad(
+                    "demo.symbols",
+                    "every symbol must be a valid topic, e.g. quotes.NASDAQ.AAPL",
+                );
             }
         }
         if self.demo.events_per_sec > 1_000_000 {
@@ -399,25 +457,43 @@ impl Config {
             return bad("limits.max_connections", "must be greater than 0");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return bad("log.level", "expected a level (error, warn, info, debug, trace) or a tracing filter");
+            return bad(
+                "log.level",
+                "expected a level (error, warn, info, debug, trace) or a tracing filter",
+            );
         }
         // Named features that this build does not have yet are refused rather
         // than silently ignored: running "with auth" unauthenticated, or "in a
         // cluster" alone, would be worse than not starting.
         if self.auth.hs256_secret.is_some() {
-            return bad("auth.hs256_secret", "token authentication is not available in this build");
+            return bad(
+                "auth.hs256_secret",
+                "token authentication is not available in this build",
+            );
         }
         if self.auth.public_key_file.is_some() {
-            return bad("auth.public_key_file", "token authentication is not available in this build");
+            return bad(
+                "auth.public_key_file",
+                "token authentication is not available in this build",
+            );
         }
         if self.limits.publish_rate_per_token != 0 {
-            return bad("limits.publish_rate_per_token", "needs token authentication, not available in this build");
+            return bad(
+                "limits.publish_rate_per_token",
+                "needs token authentication, not available in this build",
+            );
         }
         if self.cluster.nats_url.is_some() {
-            return bad("cluster.nats_url", "cluster mode is not available in this build");
+            return bad(
+                "cluster.nats_url",
+                "cluster mode is not available in this build",
+            );
         }
         if self.sse.slow_policy == SlowPolicy::Conflate {
-            return bad("sse.slow_policy", "\"conflate\" is not available in this build; use \"disconnect\"");
+            return bad(
+                "sse.slow_policy",
+                "\"conflate\" is not available in this build; use \"disconnect\"",
+            );
         }
         Ok(())
     }
@@ -447,13 +523,21 @@ fn guess_value(raw: &str) -> toml::Value {
 /// Checks one key on its own against the schema, so the error names it. An
 /// environment value that failed as a guessed type is retried as a string,
 /// then as a comma-separated list.
-fn check_key(section: &str, key: &str, value: toml::Value, origin: &Origin) -> Result<toml::Value, StartError> {
+fn check_key(
+    section: &str,
+    key: &str,
+    value: toml::Value,
+    origin: &Origin,
+) -> Result<toml::Value, StartError> {
     let try_one = |v: &toml::Value| -> Result<(), String> {
         let mut inner = toml::Table::new();
         inner.insert(key.to_owned(), v.clone());
         let mut outer = toml::Table::new();
         outer.insert(section.to_owned(), toml::Value::Table(inner));
-        toml::Value::Table(outer).try_into::<Config>().map(|_| ()).map_err(|e| e.to_string())
+        toml::Value::Table(outer)
+            .try_into::<Config>()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     };
     let first = match try_one(&value) {
         Ok(()) => return Ok(value),
@@ -475,7 +559,10 @@ fn check_key(section: &str, key: &str, value: toml::Value, origin: &Origin) -> R
             return Ok(as_string);
         }
         let as_list = toml::Value::Array(
-            raw.split(',').map(|s| toml::Value::String(s.trim().to_owned())).filter(|v| v.as_str() != Some("")).collect(),
+            raw.split(',')
+                .map(|s| toml::Value::String(s.trim().to_owned()))
+                .filter(|v| v.as_str() != Some(""))
+                .collect(),
         );
         if try_one(&as_list).is_ok() {
             return Ok(as_list);
@@ -512,18 +599,41 @@ mod tests {
     }
 
     #[test]
+    fn example_file_documents_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/ringcast.toml");
+        let cli = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert_eq!(Config::load(&cli, []).unwrap(), Config::default());
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/ringcast.toml"),
+        )
+        .unwrap();
+        for key in ["workers", "hs256_secret", "public_key_file", "nats_url"] {
+            assert!(text.contains(&format!("# {key} = ")), "{key} undocumented");
+        }
+    }
+
+    #[test]
     fn env_overlays_and_types() {
         let c = load(&[
             ("RINGCAST_SERVER_LISTEN", "127.0.0.1:9"),
             ("RINGCAST_SSE_HEARTBEAT_MS", "250"),
-            ("RINGCAST_CORS_ALLOWED_ORIGINS", "http://a.test, http://b.test"),
+            (
+                "RINGCAST_CORS_ALLOWED_ORIGINS",
+                "http://a.test, http://b.test",
+            ),
             ("RINGCAST_SERVER_PIN_CORES", "false"),
             ("HOME", "/root"),
         ])
         .unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:9");
         assert_eq!(c.sse.heartbeat_ms, 250);
-        assert_eq!(c.cors.allowed_origins, vec!["http://a.test", "http://b.test"]);
+        assert_eq!(
+            c.cors.allowed_origins,
+            vec!["http://a.test", "http://b.test"]
+        );
         assert!(!c.server.pin_cores);
     }
 
@@ -548,17 +658,49 @@ mod tests {
     #[test]
     fn precedence_file_env_flag() {
         let dir = std::env::temp_dir().join(format!("ringcast-cfg-{}", std::process::id()));
-        std::fs::write(&dir, "[server]\nlisten = \"127.0.0.1:1\"\nworkers = 3\n[sse]\nretry_ms = 7\n").unwrap();
-        let cli = Overrides { config: Some(dir.clone()), listen: Some("127.0.0.1:3".into()), ..Default::default() };
-        let c = Config::load(&cli, [("RINGCAST_SERVER_LISTEN".to_string(), "127.0.0.1:2".to_string()), ("RINGCAST_SERVER_WORKERS".into(), "2".into())]).unwrap();
+        std::fs::write(
+            &dir,
+            "[server]\nlisten = \"127.0.0.1:1\"\nworkers = 3\n[sse]\nretry_ms = 7\n",
+        )
+        .unwrap();
+        let cli = Overrides {
+            config: Some(dir.clone()),
+            listen: Some("127.0.0.1:3".into()),
+            ..Default::default()
+        };
+        let c = Config::load(
+            &cli,
+            [
+                (
+                    "RINGCAST_SERVER_LISTEN".to_string(),
+                    "127.0.0.1:2".to_string(),
+                ),
+                ("RINGCAST_SERVER_WORKERS".into(), "2".into()),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:3");
         assert_eq!(c.server.workers, Some(2));
         assert_eq!(c.sse.retry_ms, 7);
         std::fs::write(&dir, "[server]\nlistn = 1\n").unwrap();
-        let err = Config::load(&Overrides { config: Some(dir.clone()), ..Default::default() }, []).unwrap_err();
+        let err = Config::load(
+            &Overrides {
+                config: Some(dir.clone()),
+                ..Default::default()
+            },
+            [],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("server.listn"), "{err}");
         std::fs::remove_file(&dir).unwrap();
-        let err = Config::load(&Overrides { config: Some(dir), ..Default::default() }, []).unwrap_err();
+        let err = Config::load(
+            &Overrides {
+                config: Some(dir),
+                ..Default::default()
+            },
+            [],
+        )
+        .unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
 }

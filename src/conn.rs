@@ -133,7 +133,8 @@ impl Conn {
 
     /// Appends a frame handle; the caller checked the bound.
     pub fn push(&self, q: Queued) {
-        self.pending_bytes.set(self.pending_bytes.get() + q.frame.len());
+        self.pending_bytes
+            .set(self.pending_bytes.get() + q.frame.len());
         let was_empty = {
             let mut queue = self.queue.borrow_mut();
             let e = queue.is_empty();
@@ -151,8 +152,14 @@ impl Conn {
         if self.close.get().is_none() {
             self.close.set(Some(why));
         }
-        let dropped: usize = self.queue.borrow_mut().drain(..).map(|q| q.frame.len()).sum();
-        self.pending_bytes.set(self.pending_bytes.get().saturating_sub(dropped));
+        let dropped: usize = self
+            .queue
+            .borrow_mut()
+            .drain(..)
+            .map(|q| q.frame.len())
+            .sum();
+        self.pending_bytes
+            .set(self.pending_bytes.get().saturating_sub(dropped));
         self.wake();
     }
 
@@ -160,7 +167,8 @@ impl Conn {
     /// has been asked to drain.
     pub async fn work(&self) {
         poll_fn(|cx| {
-            if self.close.get().is_some() || self.draining.get() || !self.queue.borrow().is_empty() {
+            if self.close.get().is_some() || self.draining.get() || !self.queue.borrow().is_empty()
+            {
                 Poll::Ready(())
             } else {
                 self.waker.set(Some(cx.waker().clone()));

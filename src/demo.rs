@@ -12,14 +12,38 @@ use crate::sequencer::{PublishReq, SeqMsg};
 
 /// The default symbols: `quotes.<venue>.<ticker>`.
 pub const DEFAULT_SYMBOLS: [&str; 32] = [
-    "quotes.NASDAQ.AAPL", "quotes.NASDAQ.MSFT", "quotes.NASDAQ.NVDA", "quotes.NASDAQ.AMZN",
-    "quotes.NASDAQ.GOOGL", "quotes.NASDAQ.META", "quotes.NASDAQ.TSLA", "quotes.NASDAQ.AVGO",
-    "quotes.NASDAQ.COST", "quotes.NASDAQ.NFLX", "quotes.NASDAQ.AMD", "quotes.NASDAQ.INTC",
-    "quotes.NASDAQ.ADBE", "quotes.NASDAQ.CSCO", "quotes.NASDAQ.PEP", "quotes.NASDAQ.QCOM",
-    "quotes.NYSE.JPM", "quotes.NYSE.V", "quotes.NYSE.WMT", "quotes.NYSE.XOM",
-    "quotes.NYSE.UNH", "quotes.NYSE.JNJ", "quotes.NYSE.PG", "quotes.NYSE.HD",
-    "quotes.NYSE.KO", "quotes.NYSE.DIS", "quotes.NYSE.BA", "quotes.NYSE.IBM",
-    "quotes.LSE.SHEL", "quotes.LSE.HSBA", "quotes.XETRA.SAP", "quotes.XETRA.SIE",
+    "quotes.NASDAQ.AAPL",
+    "quotes.NASDAQ.MSFT",
+    "quotes.NASDAQ.NVDA",
+    "quotes.NASDAQ.AMZN",
+    "quotes.NASDAQ.GOOGL",
+    "quotes.NASDAQ.META",
+    "quotes.NASDAQ.TSLA",
+    "quotes.NASDAQ.AVGO",
+    "quotes.NASDAQ.COST",
+    "quotes.NASDAQ.NFLX",
+    "quotes.NASDAQ.AMD",
+    "quotes.NASDAQ.INTC",
+    "quotes.NASDAQ.ADBE",
+    "quotes.NASDAQ.CSCO",
+    "quotes.NASDAQ.PEP",
+    "quotes.NASDAQ.QCOM",
+    "quotes.NYSE.JPM",
+    "quotes.NYSE.V",
+    "quotes.NYSE.WMT",
+    "quotes.NYSE.XOM",
+    "quotes.NYSE.UNH",
+    "quotes.NYSE.JNJ",
+    "quotes.NYSE.PG",
+    "quotes.NYSE.HD",
+    "quotes.NYSE.KO",
+    "quotes.NYSE.DIS",
+    "quotes.NYSE.BA",
+    "quotes.NYSE.IBM",
+    "quotes.LSE.SHEL",
+    "quotes.LSE.HSBA",
+    "quotes.XETRA.SAP",
+    "quotes.XETRA.SIE",
 ];
 
 /// The demo page, embedded: no external assets.
@@ -61,7 +85,9 @@ impl Instrument {
         self.price *= ((-0.5 * self.sigma * self.sigma) * dt + self.sigma * dt.sqrt() * z).exp();
         self.volume += 100 * (1 + rng.u64(0..20));
         let spread = (self.price * 0.0002).max(0.01);
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         serde_json::json!({
             "topic": self.topic,
             "symbol": self.symbol,
@@ -83,33 +109,46 @@ fn round2(x: f64) -> f64 {
 pub fn start(shared: Arc<Shared>) -> std::io::Result<()> {
     let symbols = shared.cfg.demo.symbols.clone();
     let rate = shared.cfg.demo.events_per_sec;
-    std::thread::Builder::new().name("ringcast-demo".into()).spawn(move || {
-        let mut rng = fastrand::Rng::new();
-        let mut book: Vec<Instrument> = symbols.iter().map(|s| Instrument::new(s, &mut rng)).collect();
-        // A tick of the demo is one trading minute, so prices visibly move.
-        let dt = 1.0 / (252.0 * 6.5 * 60.0);
-        let start = Instant::now();
-        let mut sent: u64 = 0;
-        while !shared.draining.load(Relaxed) {
-            std::thread::sleep(TICK);
-            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-            let n = due.saturating_sub(sent).min(10_000) as usize;
-            if n == 0 || book.is_empty() {
-                continue;
-            }
-            sent = due;
-            let events = (0..n)
-                .map(|_| {
-                    let i = rng.usize(0..book.len());
-                    let data = book[i].step(dt, &mut rng);
-                    NewEvent { topic: book[i].topic.clone(), event: Some("quote".into()), data }
-                })
+    std::thread::Builder::new()
+        .name("ringcast-demo".into())
+        .spawn(move || {
+            let mut rng = fastrand::Rng::new();
+            let mut book: Vec<Instrument> = symbols
+                .iter()
+                .map(|s| Instrument::new(s, &mut rng))
                 .collect();
-            // A full publish queue means real publishers are pushing hard:
-            // the demo yields its tick rather than adding to the pressure.
-            let _ = shared.seq_tx.try_send(SeqMsg::Publish(PublishReq { origin: None, token: 0, events }));
-        }
-    })?;
+            // A tick of the demo is one trading minute, so prices visibly move.
+            let dt = 1.0 / (252.0 * 6.5 * 60.0);
+            let start = Instant::now();
+            let mut sent: u64 = 0;
+            while !shared.draining.load(Relaxed) {
+                std::thread::sleep(TICK);
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                let n = due.saturating_sub(sent).min(10_000) as usize;
+                if n == 0 || book.is_empty() {
+                    continue;
+                }
+                sent = due;
+                let events = (0..n)
+                    .map(|_| {
+                        let i = rng.usize(0..book.len());
+                        let data = book[i].step(dt, &mut rng);
+                        NewEvent {
+                            topic: book[i].topic.clone(),
+                            event: Some("quote".into()),
+                            data,
+                        }
+                    })
+                    .collect();
+                // A full publish queue means real publishers are pushing hard:
+                // the demo yields its tick rather than adding to the pressure.
+                let _ = shared.seq_tx.try_send(SeqMsg::Publish(PublishReq {
+                    origin: None,
+                    token: 0,
+                    events,
+                }));
+            }
+        })?;
     Ok(())
 }
 

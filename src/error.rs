@@ -69,9 +69,9 @@ impl HttpError {
     pub fn message(&self) -> Cow<'static, str> {
         match self {
             HttpError::BadRequest(_, m) | HttpError::TooLarge(_, m) => Cow::Borrowed(m),
-            HttpError::RateLimited(m, _) | HttpError::HeadersTooLarge(m) | HttpError::Unavailable(m, _) => {
-                Cow::Borrowed(m)
-            }
+            HttpError::RateLimited(m, _)
+            | HttpError::HeadersTooLarge(m)
+            | HttpError::Unavailable(m, _) => Cow::Borrowed(m),
             other => Cow::Owned(other.to_string()),
         }
     }
@@ -80,7 +80,9 @@ impl HttpError {
     pub fn extra_headers(&self) -> String {
         match self {
             HttpError::MethodNotAllowed(allow) => format!("Allow: {allow}\r\n"),
-            HttpError::RateLimited(_, s) | HttpError::Unavailable(_, s) => format!("Retry-After: {s}\r\n"),
+            HttpError::RateLimited(_, s) | HttpError::Unavailable(_, s) => {
+                format!("Retry-After: {s}\r\n")
+            }
             _ => String::new(),
         }
     }
@@ -128,12 +130,24 @@ mod tests {
     #[test]
     fn statuses_and_bodies() {
         let cases: Vec<(HttpError, u16, &str)> = vec![
-            (HttpError::BadRequest("invalid_topic", "x"), 400, "invalid_topic"),
+            (
+                HttpError::BadRequest("invalid_topic", "x"),
+                400,
+                "invalid_topic",
+            ),
             (HttpError::BadLine(3, "bad".into()), 400, "invalid_line"),
             (HttpError::NotFound, 404, "not_found"),
-            (HttpError::MethodNotAllowed("GET"), 405, "method_not_allowed"),
+            (
+                HttpError::MethodNotAllowed("GET"),
+                405,
+                "method_not_allowed",
+            ),
             (HttpError::Timeout, 408, "request_timeout"),
-            (HttpError::TooLarge("body_too_large", "x"), 413, "body_too_large"),
+            (
+                HttpError::TooLarge("body_too_large", "x"),
+                413,
+                "body_too_large",
+            ),
             (HttpError::RateLimited("x", 1), 429, "rate_limited"),
             (HttpError::HeadersTooLarge("x"), 431, "headers_too_large"),
             (HttpError::Unavailable("x", 1), 503, "unavailable"),
@@ -145,6 +159,8 @@ mod tests {
             assert!(!v["message"].as_str().unwrap().is_empty());
         }
         assert_eq!(HttpError::BadLine(3, "bad".into()).message(), "line 3: bad");
-        assert!(HttpError::Unavailable("x", 2).extra_headers().contains("Retry-After: 2"));
+        assert!(HttpError::Unavailable("x", 2)
+            .extra_headers()
+            .contains("Retry-After: 2"));
     }
 }

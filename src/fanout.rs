@@ -41,11 +41,18 @@ pub fn enqueue(conn: &Conn, ev: &Event, max_pending: usize, metrics: &WorkerMetr
     conn.last_id.set(ev.id);
     if conn.pending_bytes.get() + ev.frame.len() > max_pending {
         metrics.slow_disconnects.fetch_add(1, Relaxed);
-        tracing::info!(conn = conn.id, pending = conn.pending_bytes.get(), "closing slow subscriber: sse.max_pending_bytes exceeded");
+        tracing::info!(
+            conn = conn.id,
+            pending = conn.pending_bytes.get(),
+            "closing slow subscriber: sse.max_pending_bytes exceeded"
+        );
         conn.kill(CloseReason::Slow);
         return Enqueued::Slow;
     }
-    conn.push(Queued { frame: ev.frame.clone(), born_ns: ev.born_ns });
+    conn.push(Queued {
+        frame: ev.frame.clone(),
+        born_ns: ev.born_ns,
+    });
     Enqueued::Yes
 }
 
@@ -73,7 +80,11 @@ impl Worker {
     fn handle(&self, msg: Msg) {
         match msg {
             Msg::Events(batch) => self.fan_out(&batch),
-            Msg::Ack { token, first, count } => {
+            Msg::Ack {
+                token,
+                first,
+                count,
+            } => {
                 if let Some(cell) = self.acks.borrow().get(token as usize) {
                     cell.complete(first, count);
                 }

@@ -34,7 +34,11 @@ fn data_lines(data: &str) -> impl Iterator<Item = &str> {
                 }
                 b'\r' => {
                     let line = &data[start..i];
-                    start = if bytes.get(i + 1) == Some(&b'\n') { i + 2 } else { i + 1 };
+                    start = if bytes.get(i + 1) == Some(&b'\n') {
+                        i + 2
+                    } else {
+                        i + 1
+                    };
                     return Some(line);
                 }
                 _ => i += 1,
@@ -49,11 +53,8 @@ fn data_lines(data: &str) -> impl Iterator<Item = &str> {
 /// of `data`, and the blank line that dispatches it.
 pub fn encode(id: u64, event: Option<&str>, data: &str) -> Bytes {
     let line_breaks = data.bytes().filter(|&b| b == b'\n' || b == b'\r').count();
-    let cap = ID_LINE_MAX
-        + event.map_or(0, |e| 8 + e.len())
-        + data.len()
-        + (line_breaks + 1) * 7
-        + 1;
+    let cap =
+        ID_LINE_MAX + event.map_or(0, |e| 8 + e.len()) + data.len() + (line_breaks + 1) * 7 + 1;
     let mut buf = BytesMut::with_capacity(cap);
     buf.put_slice(b"id: ");
     let mut itoa = itoa_buf(id);
@@ -132,12 +133,7 @@ mod tests {
             (7, None, "a\n", "id: 7\ndata: a\ndata: \n\n"),
             (7, None, "", "id: 7\ndata: \n\n"),
             (7, None, "\r\n\r\n", "id: 7\ndata: \ndata: \ndata: \n\n"),
-            (
-                u64::MAX,
-                None,
-                "z",
-                "id: 18446744073709551615\ndata: z\n\n",
-            ),
+            (u64::MAX, None, "z", "id: 18446744073709551615\ndata: z\n\n"),
             (0, None, "z", "id: 0\ndata: z\n\n"),
         ];
         for (id, ev, data, want) in cases {

@@ -119,7 +119,8 @@ impl History {
         while let Some((_, topic)) = self.fronts.first_key_value() {
             let topic = topic.clone();
             let oldest_born = self.topics[&topic].events.front().map_or(0, |e| e.born_ns);
-            let too_old = self.max_age_ns > 0 && now_ns.saturating_sub(oldest_born) > self.max_age_ns;
+            let too_old =
+                self.max_age_ns > 0 && now_ns.saturating_sub(oldest_born) > self.max_age_ns;
             if self.bytes > self.max_bytes || too_old {
                 self.pop_front_of(&topic);
             } else {
@@ -142,8 +143,12 @@ impl History {
     }
 
     fn pop_front_of(&mut self, topic: &Arc<str>) {
-        let Some(log) = self.topics.get_mut(topic) else { return };
-        let Some(ev) = log.events.pop_front() else { return };
+        let Some(log) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let Some(ev) = log.events.pop_front() else {
+            return;
+        };
         self.fronts.remove(&ev.id);
         self.bytes -= ev.frame.len();
         log.evicted_upto = ev.id;
@@ -174,7 +179,13 @@ impl History {
                 return Err(Gap::Expired);
             }
             let start = log.events.partition_point(|e| e.id <= after);
-            out.extend(log.events.iter().skip(start).take_while(|e| e.id <= upto).cloned());
+            out.extend(
+                log.events
+                    .iter()
+                    .skip(start)
+                    .take_while(|e| e.id <= upto)
+                    .cloned(),
+            );
         }
         out.sort_unstable_by_key(|e| e.id);
         Ok(out)
@@ -198,11 +209,20 @@ mod tests {
     use bytes::Bytes;
 
     fn cfg(per_topic: usize, max_bytes: usize, max_age_ms: u64) -> config::History {
-        config::History { per_topic, max_bytes, max_age_ms }
+        config::History {
+            per_topic,
+            max_bytes,
+            max_age_ms,
+        }
     }
 
     fn ev(id: u64, topic: &str, born_ns: u64) -> Event {
-        Event { id, topic: topic.into(), frame: Bytes::from(vec![b'x'; 10]), born_ns }
+        Event {
+            id,
+            topic: topic.into(),
+            frame: Bytes::from(vec![b'x'; 10]),
+            born_ns,
+        }
     }
 
     fn pats(p: &[&str]) -> Vec<Box<str>> {
@@ -216,9 +236,21 @@ mod tests {
     #[test]
     fn replay_across_topics_in_order() {
         let mut h = History::new(&cfg(10, 1 << 20, 0));
-        h.append(&[ev(1, "a.x", 0), ev(2, "b.x", 0), ev(3, "a.y", 0), ev(4, "c", 0), ev(5, "a.x", 0)], 0);
+        h.append(
+            &[
+                ev(1, "a.x", 0),
+                ev(2, "b.x", 0),
+                ev(3, "a.y", 0),
+                ev(4, "c", 0),
+                ev(5, "a.x", 0),
+            ],
+            0,
+        );
         assert_eq!(ids(&h.replay(&pats(&["a.>"]), 1, 5).unwrap()), vec![3, 5]);
-        assert_eq!(ids(&h.replay(&pats(&["a.>", "b.*"]), 0, 4).unwrap()), vec![1, 2, 3]);
+        assert_eq!(
+            ids(&h.replay(&pats(&["a.>", "b.*"]), 0, 4).unwrap()),
+            vec![1, 2, 3]
+        );
         assert_eq!(ids(&h.snapshot(&pats(&["*.x"]), 5)), vec![2, 5]);
         assert_eq!(h.bytes(), 50);
     }
@@ -226,7 +258,10 @@ mod tests {
     #[test]
     fn per_topic_bound_and_gap_detection() {
         let mut h = History::new(&cfg(2, 1 << 20, 0));
-        h.append(&[ev(1, "a", 0), ev(2, "a", 0), ev(3, "b", 0), ev(4, "a", 0)], 0);
+        h.append(
+            &[ev(1, "a", 0), ev(2, "a", 0), ev(3, "b", 0), ev(4, "a", 0)],
+            0,
+        );
         assert_eq!(h.bytes(), 30);
         assert_eq!(ids(&h.replay(&pats(&["a"]), 2, 9).unwrap()), vec![4]);
         assert_eq!(h.replay(&pats(&["a"]), 0, 9).unwrap_err(), Gap::Expired);
@@ -237,7 +272,10 @@ mod tests {
     #[test]
     fn byte_and_age_bounds_evict_globally_oldest() {
         let mut h = History::new(&cfg(100, 30, 0));
-        h.append(&[ev(1, "a", 0), ev(2, "b", 0), ev(3, "a", 0), ev(4, "c", 0)], 0);
+        h.append(
+            &[ev(1, "a", 0), ev(2, "b", 0), ev(3, "a", 0), ev(4, "c", 0)],
+            0,
+        );
         assert_eq!(h.bytes(), 30);
         assert_eq!(h.replay(&pats(&["a"]), 0, 9).unwrap_err(), Gap::Expired);
         assert_eq!(ids(&h.replay(&pats(&[">"]), 1, 9).unwrap()), vec![2, 3, 4]);
@@ -250,6 +288,9 @@ mod tests {
         assert!(h.is_empty());
         assert_eq!(h.bytes(), 0);
         assert_eq!(h.replay(&pats(&["b"]), 1, 9).unwrap_err(), Gap::Expired);
-        assert_eq!(ids(&h.replay(&pats(&["b"]), 2, 9).unwrap()), Vec::<u64>::new());
+        assert_eq!(
+            ids(&h.replay(&pats(&["b"]), 2, 9).unwrap()),
+            Vec::<u64>::new()
+        );
     }
 }

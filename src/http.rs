@@ -65,7 +65,11 @@ pub async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
     let conn = w.register();
     let ip = w.shared.track_ip(peer.ip());
     let over_ip_limit = ip.is_none() && w.shared.cfg.limits.max_connections_per_ip > 0;
-    let _reg = Registration { w: &w, conn: conn.clone(), ip };
+    let _reg = Registration {
+        w: &w,
+        conn: conn.clone(),
+        ip,
+    };
     tracing::debug!(conn = conn.id, %peer, worker = w.idx, "accepted");
     let cfg = &w.shared.cfg;
     let max_head = cfg.limits.max_header_bytes;
@@ -80,10 +84,28 @@ pub async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
             match request::parse_head(&buf) {
                 Ok(Some(h)) if h.len <= max_head => break h,
                 Ok(Some(_)) => {
-                    return fail(&w, &mut stream, &conn, HttpError::HeadersTooLarge("request head is larger than limits.max_header_bytes"), "").await;
+                    return fail(
+                        &w,
+                        &mut stream,
+                        &conn,
+                        HttpError::HeadersTooLarge(
+                            "request head is larger than limits.max_header_bytes",
+                        ),
+                        "",
+                    )
+                    .await;
                 }
                 Ok(None) if buf.len() > max_head => {
-                    return fail(&w, &mut stream, &conn, HttpError::HeadersTooLarge("request head is larger than limits.max_header_bytes"), "").await;
+                    return fail(
+                        &w,
+                        &mut stream,
+                        &conn,
+                        HttpError::HeadersTooLarge(
+                            "request head is larger than limits.max_header_bytes",
+                        ),
+                        "",
+                    )
+                    .await;
                 }
                 Ok(None) => {}
                 Err(e) => return fail(&w, &mut stream, &conn, e, "").await,
@@ -100,7 +122,14 @@ pub async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         conn.phase.set(Phase::Busy);
         let cors = response::cors_headers(&cfg.cors, head.origin.as_deref());
         if over_ip_limit && !is_ops_path(&head.path) {
-            return fail(&w, &mut stream, &conn, HttpError::RateLimited("too many connections from this address", 1), &cors).await;
+            return fail(
+                &w,
+                &mut stream,
+                &conn,
+                HttpError::RateLimited("too many connections from this address", 1),
+                &cors,
+            )
+            .await;
         }
         if head.path == "/events" && matches!(head.method, Method::Get | Method::Head) {
             w.disarm_header(&conn);
@@ -148,7 +177,10 @@ async fn read_body(
     mut buf: Vec<u8>,
 ) -> Result<(Vec<u8>, Vec<u8>), Option<HttpError>> {
     let limit = w.shared.cfg.limits.max_body_bytes;
-    let too_large = HttpError::TooLarge("body_too_large", "request body is larger than limits.max_body_bytes");
+    let too_large = HttpError::TooLarge(
+        "body_too_large",
+        "request body is larger than limits.max_body_bytes",
+    );
     if let BodyKind::Length(n) = head.body {
         if n > limit {
             return Err(Some(too_large));
@@ -159,7 +191,9 @@ async fn read_body(
         return Ok((Vec::new(), buf));
     }
     if head.expect_continue {
-        let (res, _) = stream.write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]).await;
+        let (res, _) = stream
+            .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+            .await;
         res.map_err(|_| None)?;
     }
     w.arm_header(conn);
@@ -170,13 +204,15 @@ async fn read_body(
                 buf.drain(..head.len);
                 return Ok((buf, rest));
             }
-            BodyKind::Chunked => match request::decode_chunked(&buf[head.len..], limit).map_err(Some)? {
-                Chunked::Done(body, used) => {
-                    let rest = buf.split_off(head.len + used);
-                    return Ok((body, rest));
+            BodyKind::Chunked => {
+                match request::decode_chunked(&buf[head.len..], limit).map_err(Some)? {
+                    Chunked::Done(body, used) => {
+                        let rest = buf.split_off(head.len + used);
+                        return Ok((body, rest));
+                    }
+                    Chunked::Partial => {}
                 }
-                Chunked::Partial => {}
-            },
+            }
             _ => {}
         }
         let cap = head.len + limit + 4096;
@@ -191,7 +227,12 @@ async fn read_body(
 
 /// Answers an error and closes.
 async fn fail(w: &Worker, stream: &mut TcpStream, conn: &Conn, e: HttpError, cors: &str) {
-    tracing::debug!(conn = conn.id, status = e.status(), error = e.code(), "request failed");
+    tracing::debug!(
+        conn = conn.id,
+        status = e.status(),
+        error = e.code(),
+        "request failed"
+    );
     w.metrics.response(e.status());
     let _ = stream.write_all(response::error(&e, cors, false)).await;
 }
@@ -203,12 +244,23 @@ async fn route(w: &Worker, head: &Head, body: Vec<u8>, cors: &str) -> Answer {
     let head_only = head.method == Method::Head;
     let get_like = matches!(head.method, Method::Get | Method::Head);
     let json = |status: u16, v: &serde_json::Value| {
-        (status, response::full(status, "application/json", cors, v.to_string().as_bytes(), keep_alive, head_only))
+        (
+            status,
+            response::full(
+                status,
+                "application/json",
+                cors,
+                v.to_string().as_bytes(),
+                keep_alive,
+                head_only,
+            ),
+        )
     };
     match head.path.as_str() {
-        "/events" | "/publish" if head.method == Method::Options => {
-            Ok((204, response::preflight(cors, head.acr_headers.as_deref(), keep_alive)))
-        }
+        "/events" | "/publish" if head.method == Method::Options => Ok((
+            204,
+            response::preflight(cors, head.acr_headers.as_deref(), keep_alive),
+        )),
         "/events" => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
         "/publish" if head.method == Method::Post => publish(w, head, body, cors, keep_alive).await,
         "/publish" => Err(HttpError::MethodNotAllowed("POST, OPTIONS")),
@@ -222,12 +274,32 @@ async fn route(w: &Worker, head: &Head, body: Vec<u8>, cors: &str) -> Answer {
         }
         "/metrics" if get_like => {
             let text = w.shared.render_metrics();
-            Ok((200, response::full(200, "text/plain; version=0.0.4; charset=utf-8", "", text.as_bytes(), keep_alive, head_only)))
+            Ok((
+                200,
+                response::full(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    "",
+                    text.as_bytes(),
+                    keep_alive,
+                    head_only,
+                ),
+            ))
         }
         "/healthz" | "/readyz" | "/metrics" => Err(HttpError::MethodNotAllowed("GET, HEAD")),
         "/" if w.shared.cfg.demo.enabled && get_like => {
             let page = crate::demo::PAGE.as_bytes();
-            Ok((200, response::full(200, "text/html; charset=utf-8", "", page, keep_alive, head_only)))
+            Ok((
+                200,
+                response::full(
+                    200,
+                    "text/html; charset=utf-8",
+                    "",
+                    page,
+                    keep_alive,
+                    head_only,
+                ),
+            ))
         }
         _ => Err(HttpError::NotFound),
     }
@@ -239,34 +311,61 @@ async fn publish(w: &Worker, head: &Head, body: Vec<u8>, cors: &str, keep_alive:
         return Err(HttpError::Unavailable("the server is shutting down", 1));
     }
     if w.shared.over_capacity() {
-        return Err(HttpError::Unavailable("the server is at limits.max_connections", 1));
+        return Err(HttpError::Unavailable(
+            "the server is at limits.max_connections",
+            1,
+        ));
     }
     let events = if head.ndjson {
         request::parse_publish_ndjson(&body, cfg.limits.max_event_bytes)?
     } else {
-        vec![request::parse_publish_raw(&head.query, body, cfg.limits.max_event_bytes)?]
+        vec![request::parse_publish_raw(
+            &head.query,
+            body,
+            cfg.limits.max_event_bytes,
+        )?]
     };
     let many = head.ndjson;
     let cell = Rc::new(AckCell::default());
     let token = w.acks.borrow_mut().insert(cell.clone()) as u32;
-    let req = SeqMsg::Publish(PublishReq { origin: Some(w.idx), token, events });
+    let req = SeqMsg::Publish(PublishReq {
+        origin: Some(w.idx),
+        token,
+        events,
+    });
     if let Err(e) = w.shared.seq_tx.try_send(req) {
         w.acks.borrow_mut().remove(token as usize);
         w.shared.global.publish_rejected.fetch_add(1, Relaxed);
         return Err(match e {
-            crossbeam_channel::TrySendError::Full(_) => HttpError::Unavailable("publish queue is full; retry shortly", 1),
-            crossbeam_channel::TrySendError::Disconnected(_) => HttpError::Unavailable("the server is shutting down", 1),
+            crossbeam_channel::TrySendError::Full(_) => {
+                HttpError::Unavailable("publish queue is full; retry shortly", 1)
+            }
+            crossbeam_channel::TrySendError::Disconnected(_) => {
+                HttpError::Unavailable("the server is shutting down", 1)
+            }
         });
     }
     let (first, count) = cell.wait().await;
     w.acks.borrow_mut().remove(token as usize);
     let v = if many {
-        let ids: Vec<String> = (first..first + count as u64).map(|i| i.to_string()).collect();
+        let ids: Vec<String> = (first..first + count as u64)
+            .map(|i| i.to_string())
+            .collect();
         serde_json::json!({ "ids": ids })
     } else {
         serde_json::json!({ "id": first.to_string() })
     };
-    Ok((200, response::full(200, "application/json", cors, v.to_string().as_bytes(), keep_alive, false)))
+    Ok((
+        200,
+        response::full(
+            200,
+            "application/json",
+            cors,
+            v.to_string().as_bytes(),
+            keep_alive,
+            false,
+        ),
+    ))
 }
 
 /// A `retry:` hint spread over `[retry_ms, 3 * retry_ms]`, so that clients
@@ -279,11 +378,17 @@ pub fn jittered_retry_ms(retry_ms: u64) -> u64 {
 /// a randomised `retry:` and the reason as a comment, then close.
 pub fn shed_bytes(w: &Worker, cors: &str, why: &str) -> Bytes {
     let mut v = response::event_stream_head(cors).into_bytes();
-    v.extend_from_slice(&frame::retry(jittered_retry_ms(w.shared.cfg.sse.retry_ms), Some(why)));
+    v.extend_from_slice(&frame::retry(
+        jittered_retry_ms(w.shared.cfg.sse.retry_ms),
+        Some(why),
+    ));
     Bytes::from(v)
 }
 
 /// Queues raw non-event bytes on a connection.
 pub fn queue_raw(conn: &Conn, bytes: Bytes) {
-    conn.push(Queued { frame: bytes, born_ns: 0 });
+    conn.push(Queued {
+        frame: bytes,
+        born_ns: 0,
+    });
 }

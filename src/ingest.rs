@@ -72,7 +72,13 @@ pub struct RingRx {
 pub fn ring(slots: usize) -> (RingTx, RingRx) {
     let (tx, rx) = crossbeam_channel::bounded(slots);
     let bell = Arc::new(Doorbell::default());
-    (RingTx { tx, bell: bell.clone() }, RingRx { rx, bell })
+    (
+        RingTx {
+            tx,
+            bell: bell.clone(),
+        },
+        RingRx { rx, bell },
+    )
 }
 
 /// Whether a push had to wait for room.

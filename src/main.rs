@@ -75,7 +75,10 @@ fn run(cli: Cli) -> Result<(), StartError> {
     if server.shared().cfg.demo.enabled {
         ringcast::demo::start(server.shared().clone())
             .map_err(|e| StartError::Fatal(format!("cannot start the demo feed: {e}")))?;
-        tracing::info!("demo feed on quotes.>; open http://{}/", server.local_addr());
+        tracing::info!(
+            "demo feed on quotes.>; open http://{}/",
+            server.local_addr()
+        );
     }
     ringcast::shutdown::notify_systemd("READY=1");
     ringcast::shutdown::run_until_signal(server, signals, timeout);

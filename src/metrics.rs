@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// Status codes counted in `ringcast_http_responses_total{code}`.
-pub const CODES: [u16; 14] = [100, 200, 204, 400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 503];
+pub const CODES: [u16; 14] = [
+    100, 200, 204, 400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 503,
+];
 
 /// Upper bounds (seconds) of `ringcast_publish_to_write_seconds` buckets.
 pub const LATENCY_BUCKETS: [f64; 16] = [
@@ -48,14 +50,20 @@ pub struct WorkerMetrics {
 impl WorkerMetrics {
     /// Counts one response with `status`.
     pub fn response(&self, status: u16) {
-        let i = CODES.iter().position(|&c| c == status).unwrap_or(CODES.len() - 2);
+        let i = CODES
+            .iter()
+            .position(|&c| c == status)
+            .unwrap_or(CODES.len() - 2);
         self.responses[i].fetch_add(1, Relaxed);
     }
 
     /// Records one publish-to-write latency.
     pub fn observe_latency_ns(&self, ns: u64) {
         let secs = ns as f64 / 1e9;
-        let i = LATENCY_BUCKETS.iter().position(|&b| secs <= b).unwrap_or(LATENCY_BUCKETS.len());
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
         self.latency[i].fetch_add(1, Relaxed);
         self.latency_sum_ns.fetch_add(ns, Relaxed);
     }
@@ -91,27 +99,95 @@ pub fn render(global: &GlobalMetrics, workers: &[&WorkerMetrics]) -> String {
         "# HELP ringcast_connections_active Open connections per worker.\n# TYPE ringcast_connections_active gauge"
     );
     for (i, w) in workers.iter().enumerate() {
-        let _ = writeln!(s, "ringcast_connections_active{{worker=\"{i}\"}} {}", w.connections_active.load(Relaxed));
+        let _ = writeln!(
+            s,
+            "ringcast_connections_active{{worker=\"{i}\"}} {}",
+            w.connections_active.load(Relaxed)
+        );
     }
     let _ = writeln!(
         s,
         "# HELP ringcast_subscribers_active Open event streams per worker.\n# TYPE ringcast_subscribers_active gauge"
     );
     for (i, w) in workers.iter().enumerate() {
-        let _ = writeln!(s, "ringcast_subscribers_active{{worker=\"{i}\"}} {}", w.subscribers_active.load(Relaxed));
+        let _ = writeln!(
+            s,
+            "ringcast_subscribers_active{{worker=\"{i}\"}} {}",
+            w.subscribers_active.load(Relaxed)
+        );
     }
-    counter(&mut s, "ringcast_connections_total", "Accepted connections.", sum(workers, |w| w.connections_total.load(Relaxed)));
-    counter(&mut s, "ringcast_events_published_total", "Events sequenced and acknowledged.", global.events_published.load(Relaxed));
-    counter(&mut s, "ringcast_frames_delivered_total", "Event frames written to subscribers.", sum(workers, |w| w.frames_delivered.load(Relaxed)));
-    counter(&mut s, "ringcast_bytes_written_total", "Bytes written to sockets.", sum(workers, |w| w.bytes_written.load(Relaxed)));
-    counter(&mut s, "ringcast_slow_disconnects_total", "Subscribers closed for exceeding sse.max_pending_bytes.", sum(workers, |w| w.slow_disconnects.load(Relaxed)));
-    counter(&mut s, "ringcast_stall_disconnects_total", "Subscribers closed after sse.write_stall_ms without progress.", sum(workers, |w| w.stall_disconnects.load(Relaxed)));
-    counter(&mut s, "ringcast_conflated_events_total", "Pending events replaced by a newer one of their topic.", sum(workers, |w| w.conflated.load(Relaxed)));
-    counter(&mut s, "ringcast_resyncs_total", "Resync frames sent to resuming subscribers.", sum(workers, |w| w.resyncs.load(Relaxed)));
-    counter(&mut s, "ringcast_heartbeats_total", "Heartbeat comments written.", sum(workers, |w| w.heartbeats.load(Relaxed)));
-    counter(&mut s, "ringcast_ingest_ring_full_total", "Times the sequencer waited on a full worker ring (back-pressure).", global.ring_full.load(Relaxed));
-    counter(&mut s, "ringcast_publish_rejected_total", "Publish requests answered 503 because the publish queue was full.", global.publish_rejected.load(Relaxed));
-    counter(&mut s, "ringcast_shed_total", "Subscriptions turned away for global capacity or draining.", global.shed.load(Relaxed));
+    counter(
+        &mut s,
+        "ringcast_connections_total",
+        "Accepted connections.",
+        sum(workers, |w| w.connections_total.load(Relaxed)),
+    );
+    counter(
+        &mut s,
+        "ringcast_events_published_total",
+        "Events sequenced and acknowledged.",
+        global.events_published.load(Relaxed),
+    );
+    counter(
+        &mut s,
+        "ringcast_frames_delivered_total",
+        "Event frames written to subscribers.",
+        sum(workers, |w| w.frames_delivered.load(Relaxed)),
+    );
+    counter(
+        &mut s,
+        "ringcast_bytes_written_total",
+        "Bytes written to sockets.",
+        sum(workers, |w| w.bytes_written.load(Relaxed)),
+    );
+    counter(
+        &mut s,
+        "ringcast_slow_disconnects_total",
+        "Subscribers closed for exceeding sse.max_pending_bytes.",
+        sum(workers, |w| w.slow_disconnects.load(Relaxed)),
+    );
+    counter(
+        &mut s,
+        "ringcast_stall_disconnects_total",
+        "Subscribers closed after sse.write_stall_ms without progress.",
+        sum(workers, |w| w.stall_disconnects.load(Relaxed)),
+    );
+    counter(
+        &mut s,
+        "ringcast_conflated_events_total",
+        "Pending events replaced by a newer one of their topic.",
+        sum(workers, |w| w.conflated.load(Relaxed)),
+    );
+    counter(
+        &mut s,
+        "ringcast_resyncs_total",
+        "Resync frames sent to resuming subscribers.",
+        sum(workers, |w| w.resyncs.load(Relaxed)),
+    );
+    counter(
+        &mut s,
+        "ringcast_heartbeats_total",
+        "Heartbeat comments written.",
+        sum(workers, |w| w.heartbeats.load(Relaxed)),
+    );
+    counter(
+        &mut s,
+        "ringcast_ingest_ring_full_total",
+        "Times the sequencer waited on a full worker ring (back-pressure).",
+        global.ring_full.load(Relaxed),
+    );
+    counter(
+        &mut s,
+        "ringcast_publish_rejected_total",
+        "Publish requests answered 503 because the publish queue was full.",
+        global.publish_rejected.load(Relaxed),
+    );
+    counter(
+        &mut s,
+        "ringcast_shed_total",
+        "Subscriptions turned away for global capacity or draining.",
+        global.shed.load(Relaxed),
+    );
     let _ = writeln!(
         s,
         "# HELP ringcast_http_responses_total HTTP responses by status.\n# TYPE ringcast_http_responses_total counter"
@@ -127,12 +203,22 @@ pub fn render(global: &GlobalMetrics, workers: &[&WorkerMetrics]) -> String {
     let mut cumulative = 0;
     for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
         cumulative += sum(workers, |w| w.latency[i].load(Relaxed));
-        let _ = writeln!(s, "ringcast_publish_to_write_seconds_bucket{{le=\"{b}\"}} {cumulative}");
+        let _ = writeln!(
+            s,
+            "ringcast_publish_to_write_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+        );
     }
     cumulative += sum(workers, |w| w.latency[LATENCY_BUCKETS.len()].load(Relaxed));
-    let _ = writeln!(s, "ringcast_publish_to_write_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(
+        s,
+        "ringcast_publish_to_write_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
     let sum_ns = sum(workers, |w| w.latency_sum_ns.load(Relaxed));
-    let _ = writeln!(s, "ringcast_publish_to_write_seconds_sum {}", sum_ns as f64 / 1e9);
+    let _ = writeln!(
+        s,
+        "ringcast_publish_to_write_seconds_sum {}",
+        sum_ns as f64 / 1e9
+    );
     let _ = writeln!(s, "ringcast_publish_to_write_seconds_count {cumulative}");
     let _ = writeln!(
         s,

@@ -75,7 +75,12 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
         Err(httparse::Error::TooManyHeaders) => {
             return Err(HttpError::HeadersTooLarge("more than 64 request headers"))
         }
-        Err(_) => return Err(HttpError::BadRequest("bad_request", "malformed HTTP request")),
+        Err(_) => {
+            return Err(HttpError::BadRequest(
+                "bad_request",
+                "malformed HTTP request",
+            ))
+        }
     };
     let method = match req.method.unwrap_or("") {
         "GET" => Method::Get,
@@ -114,7 +119,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
                 .parse()
                 .map_err(|_| HttpError::BadRequest("bad_request", "invalid Content-Length"))?;
             if content_length.is_some_and(|c| c != n) {
-                return Err(HttpError::BadRequest("bad_request", "conflicting Content-Length"));
+                return Err(HttpError::BadRequest(
+                    "bad_request",
+                    "conflicting Content-Length",
+                ));
             }
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -202,14 +210,20 @@ pub fn decode_chunked(buf: &[u8], limit: usize) -> Result<Chunked, HttpError> {
             }
         }
         if out.len() + size > limit {
-            return Err(HttpError::TooLarge("body_too_large", "request body is larger than limits.max_body_bytes"));
+            return Err(HttpError::TooLarge(
+                "body_too_large",
+                "request body is larger than limits.max_body_bytes",
+            ));
         }
         if buf.len() < pos + size + 2 {
             return Ok(Chunked::Partial);
         }
         out.extend_from_slice(&buf[pos..pos + size]);
         if &buf[pos + size..pos + size + 2] != b"\r\n" {
-            return Err(HttpError::BadRequest("bad_request", "chunk not followed by CRLF"));
+            return Err(HttpError::BadRequest(
+                "bad_request",
+                "chunk not followed by CRLF",
+            ));
         }
         pos += size + 2;
     }
@@ -232,7 +246,11 @@ pub struct SubscribeQuery {
 
 /// Parses and validates the `/events` query.
 pub fn parse_subscribe(query: &str, max_patterns: usize) -> Result<SubscribeQuery, HttpError> {
-    let mut q = SubscribeQuery { patterns: Vec::new(), snapshot: false, last_event_id: None };
+    let mut q = SubscribeQuery {
+        patterns: Vec::new(),
+        snapshot: false,
+        last_event_id: None,
+    };
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match &*k {
             "topic" => {
@@ -265,7 +283,10 @@ pub fn parse_subscribe(query: &str, max_patterns: usize) -> Result<SubscribeQuer
         }
     }
     if q.patterns.is_empty() {
-        return Err(HttpError::BadRequest("missing_topic", "give at least one topic parameter"));
+        return Err(HttpError::BadRequest(
+            "missing_topic",
+            "give at least one topic parameter",
+        ));
     }
     Ok(q)
 }
@@ -292,7 +313,10 @@ fn check_event_type(e: &str) -> Result<(), HttpError> {
         ));
     }
     if e == RESYNC_EVENT {
-        return Err(HttpError::BadRequest("reserved_event", "the event type 'resync' is reserved"));
+        return Err(HttpError::BadRequest(
+            "reserved_event",
+            "the event type 'resync' is reserved",
+        ));
     }
     Ok(())
 }
@@ -322,7 +346,10 @@ pub fn parse_publish_raw(
             _ => {}
         }
     }
-    let topic = topic.ok_or(HttpError::BadRequest("missing_topic", "give a topic parameter"))?;
+    let topic = topic.ok_or(HttpError::BadRequest(
+        "missing_topic",
+        "give a topic parameter",
+    ))?;
     validate_topic(&topic).map_err(|e| HttpError::BadRequest("invalid_topic", e.message()))?;
     if let Some(e) = &event {
         check_event_type(e)?;
@@ -344,7 +371,10 @@ struct NdjsonLine {
 
 /// Validates an ndjson batch; all-or-nothing: the first bad line fails the
 /// whole batch with a message naming it (1-based).
-pub fn parse_publish_ndjson(body: &[u8], max_event_bytes: usize) -> Result<Vec<NewEvent>, HttpError> {
+pub fn parse_publish_ndjson(
+    body: &[u8],
+    max_event_bytes: usize,
+) -> Result<Vec<NewEvent>, HttpError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| HttpError::BadRequest("invalid_utf8", "ndjson body must be valid UTF-8"))?;
     let mut out = Vec::new();
@@ -366,10 +396,17 @@ pub fn parse_publish_ndjson(body: &[u8], max_event_bytes: usize) -> Result<Vec<N
                 "an event's data is larger than limits.max_event_bytes",
             ));
         }
-        out.push(NewEvent { topic: parsed.topic, event: parsed.event, data: parsed.data });
+        out.push(NewEvent {
+            topic: parsed.topic,
+            event: parsed.event,
+            data: parsed.data,
+        });
     }
     if out.is_empty() {
-        return Err(HttpError::BadRequest("empty_batch", "the ndjson body holds no event"));
+        return Err(HttpError::BadRequest(
+            "empty_batch",
+            "the ndjson body holds no event",
+        ));
     }
     Ok(out)
 }
@@ -380,9 +417,11 @@ mod tests {
 
     #[test]
     fn head_table() {
-        let h = parse_head(b"GET /events?topic=a.b HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 42\r\n\r\nrest")
-            .unwrap()
-            .unwrap();
+        let h = parse_head(
+            b"GET /events?topic=a.b HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 42\r\n\r\nrest",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(h.method, Method::Get);
         assert_eq!(h.path, "/events");
         assert_eq!(h.query, "topic=a.b");
@@ -405,15 +444,27 @@ mod tests {
         assert!(h.expect_continue);
 
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap(), None);
-        assert!(matches!(parse_head(b"GE T / HTTP/1.1\r\n\r\n"), Err(HttpError::BadRequest(..))));
+        assert!(matches!(
+            parse_head(b"GE T / HTTP/1.1\r\n\r\n"),
+            Err(HttpError::BadRequest(..))
+        ));
         assert!(matches!(
             parse_head(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
             Err(HttpError::BadRequest(..))
         ));
         let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
         let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
-        assert!(matches!(parse_head(req.as_bytes()), Err(HttpError::HeadersTooLarge(_))));
-        assert_eq!(parse_head(b"DELETE / HTTP/1.1\r\n\r\n").unwrap().unwrap().method, Method::Other);
+        assert!(matches!(
+            parse_head(req.as_bytes()),
+            Err(HttpError::HeadersTooLarge(_))
+        ));
+        assert_eq!(
+            parse_head(b"DELETE / HTTP/1.1\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .method,
+            Method::Other
+        );
     }
 
     #[test]
@@ -424,13 +475,23 @@ mod tests {
         );
         assert_eq!(decode_chunked(b"3\r\nab", 100).unwrap(), Chunked::Partial);
         assert_eq!(decode_chunked(b"0\r\n", 100).unwrap(), Chunked::Partial);
-        assert!(matches!(decode_chunked(b"zz\r\n", 100), Err(HttpError::BadRequest(..))));
-        assert!(matches!(decode_chunked(b"ff\r\n", 10), Err(HttpError::TooLarge(..))));
+        assert!(matches!(
+            decode_chunked(b"zz\r\n", 100),
+            Err(HttpError::BadRequest(..))
+        ));
+        assert!(matches!(
+            decode_chunked(b"ff\r\n", 10),
+            Err(HttpError::TooLarge(..))
+        ));
     }
 
     #[test]
     fn subscribe_query_table() {
-        let q = parse_subscribe("topic=a.b&topic=quotes.%3E&topic=a.b&snapshot=1&lastEventId=", 64).unwrap();
+        let q = parse_subscribe(
+            "topic=a.b&topic=quotes.%3E&topic=a.b&snapshot=1&lastEventId=",
+            64,
+        )
+        .unwrap();
         assert_eq!(q.patterns, vec!["a.b", "quotes.>"]);
         assert!(q.snapshot);
         assert_eq!(q.last_event_id, None);
@@ -438,7 +499,13 @@ mod tests {
         assert!(parse_subscribe("topic=a..b", 64).is_err());
         assert!(parse_subscribe("topic=a&topic=b&topic=c", 2).is_err());
         assert!(parse_subscribe("topic=a&snapshot=yes", 2).is_err());
-        assert_eq!(parse_subscribe("topic=a&lastEventId=9", 2).unwrap().last_event_id.as_deref(), Some("9"));
+        assert_eq!(
+            parse_subscribe("topic=a&lastEventId=9", 2)
+                .unwrap()
+                .last_event_id
+                .as_deref(),
+            Some("9")
+        );
     }
 
     #[test]
@@ -465,8 +532,11 @@ mod tests {
         .unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].event.as_deref(), Some("e"));
-        let e = parse_publish_ndjson(b"{\"topic\":\"a\",\"data\":\"1\"}\n{\"topic\":\"a.*\",\"data\":\"1\"}", 10)
-            .unwrap_err();
+        let e = parse_publish_ndjson(
+            b"{\"topic\":\"a\",\"data\":\"1\"}\n{\"topic\":\"a.*\",\"data\":\"1\"}",
+            10,
+        )
+        .unwrap_err();
         assert!(e.message().contains("line 2"), "{}", e.message());
         assert!(parse_publish_ndjson(b"{\"topic\":\"a\"}", 10).is_err());
         assert!(parse_publish_ndjson(b"{\"topic\":\"a\",\"data\":1}", 10).is_err());

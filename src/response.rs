@@ -31,7 +31,9 @@ pub fn reason(status: u16) -> &'static str {
 /// Listed origins are echoed with credentials allowed; `*` alone allows any
 /// origin without credentials, as browsers require.
 pub fn cors_headers(cors: &Cors, origin: Option<&str>) -> String {
-    let Some(origin) = origin else { return String::new() };
+    let Some(origin) = origin else {
+        return String::new();
+    };
     if cors.allowed_origins.iter().any(|o| o == origin) {
         format!(
             "Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
@@ -44,7 +46,14 @@ pub fn cors_headers(cors: &Cors, origin: Option<&str>) -> String {
 }
 
 /// A complete response with a body and Content-Length.
-pub fn full(status: u16, content_type: &str, extra: &str, body: &[u8], keep_alive: bool, head_only: bool) -> Vec<u8> {
+pub fn full(
+    status: u16,
+    content_type: &str,
+    extra: &str,
+    body: &[u8],
+    keep_alive: bool,
+    head_only: bool,
+) -> Vec<u8> {
     let mut s = String::with_capacity(160 + extra.len());
     let _ = write!(
         s,
@@ -63,7 +72,14 @@ pub fn full(status: u16, content_type: &str, extra: &str, body: &[u8], keep_aliv
 /// A JSON error response (SPEC §6).
 pub fn error(e: &HttpError, cors: &str, keep_alive: bool) -> Vec<u8> {
     let extra = format!("{}{cors}", e.extra_headers());
-    full(e.status(), "application/json", &extra, e.body().as_bytes(), keep_alive && !e.closes(), false)
+    full(
+        e.status(),
+        "application/json",
+        &extra,
+        e.body().as_bytes(),
+        keep_alive && !e.closes(),
+        false,
+    )
 }
 
 /// The head of an event stream: sent at once, body delimited by close.
@@ -85,7 +101,11 @@ pub fn preflight(cors: &str, acr_headers: Option<&str>, keep_alive: bool) -> Vec
     }
     let mut s = format!(
         "HTTP/1.1 204 No Content\r\n{extra}{}\r\n",
-        if keep_alive { "" } else { "Connection: close\r\n" }
+        if keep_alive {
+            ""
+        } else {
+            "Connection: close\r\n"
+        }
     );
     s.shrink_to_fit();
     s.into_bytes()
@@ -97,13 +117,22 @@ mod tests {
 
     #[test]
     fn cors_table() {
-        let listed = Cors { allowed_origins: vec!["http://a.test".into()] };
-        let any = Cors { allowed_origins: vec!["*".into()] };
-        assert!(cors_headers(&listed, Some("http://a.test")).contains("Allow-Origin: http://a.test"));
+        let listed = Cors {
+            allowed_origins: vec!["http://a.test".into()],
+        };
+        let any = Cors {
+            allowed_origins: vec!["*".into()],
+        };
+        assert!(
+            cors_headers(&listed, Some("http://a.test")).contains("Allow-Origin: http://a.test")
+        );
         assert!(cors_headers(&listed, Some("http://a.test")).contains("Credentials: true"));
         assert_eq!(cors_headers(&listed, Some("http://b.test")), "");
         assert_eq!(cors_headers(&listed, None), "");
-        assert_eq!(cors_headers(&any, Some("http://b.test")), "Access-Control-Allow-Origin: *\r\n");
+        assert_eq!(
+            cors_headers(&any, Some("http://b.test")),
+            "Access-Control-Allow-Origin: *\r\n"
+        );
     }
 
     #[test]
@@ -114,6 +143,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nCache-Control: no-store\r\n\r\n{}"
         );
         let r = full(200, "text/plain", "", b"abc", false, true);
-        assert!(std::str::from_utf8(&r).unwrap().ends_with("Connection: close\r\n\r\n"));
+        assert!(std::str::from_utf8(&r)
+            .unwrap()
+            .ends_with("Connection: close\r\n\r\n"));
     }
 }

@@ -178,7 +178,11 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
         .spawn(move || seq.run())
         .map_err(|e| StartError::Fatal(format!("cannot start the sequencer thread: {e}")))?;
 
-    let cores = if pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+    let cores = if pin {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     if pin && cores.is_empty() {
         tracing::warn!("cannot read the CPU set; workers are not pinned");
     }
@@ -195,7 +199,11 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
             .spawn(move || {
                 if let Some(core) = core {
                     if !core_affinity::set_for_current(core) {
-                        tracing::warn!(worker = idx, core = core.id, "cannot pin worker to its core");
+                        tracing::warn!(
+                            worker = idx,
+                            core = core.id,
+                            "cannot pin worker to its core"
+                        );
                     }
                 }
                 let r = run_worker(driver, idx, shared, listener, rx, ready.clone());
@@ -214,7 +222,13 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
             Err(_) => return Err(StartError::Fatal("a worker exited during start-up".into())),
         }
     }
-    Ok(Server { shared, addr, workers, done: done_rx, driver: driver.name() })
+    Ok(Server {
+        shared,
+        addr,
+        workers,
+        done: done_rx,
+        driver: driver.name(),
+    })
 }
 
 #[derive(Debug, Clone, Copy)]

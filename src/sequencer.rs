@@ -71,7 +71,9 @@ pub fn now_ns() -> u64 {
 pub fn epoch_first_id() -> u64 {
     static FIRST: OnceLock<u64> = OnceLock::new();
     *FIRST.get_or_init(|| {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64)
     })
 }
 
@@ -93,7 +95,13 @@ impl Sequencer {
         metrics: Arc<GlobalMetrics>,
         history: Arc<Mutex<History>>,
     ) -> Self {
-        Sequencer { rx, rings, next_id: epoch_first_id(), metrics, history }
+        Sequencer {
+            rx,
+            rings,
+            next_id: epoch_first_id(),
+            metrics,
+            history,
+        }
     }
 
     /// Runs until every sender is gone.
@@ -131,7 +139,12 @@ impl Sequencer {
         }
     }
 
-    fn deliver(&mut self, batch: Vec<Event>, acks: &mut Vec<(Option<usize>, u32, u64, u32)>, drain: bool) {
+    fn deliver(
+        &mut self,
+        batch: Vec<Event>,
+        acks: &mut Vec<(Option<usize>, u32, u64, u32)>,
+        drain: bool,
+    ) {
         let n = batch.len() as u64;
         if n > 0 {
             // History first: any event a worker has seen is then in history,
@@ -151,7 +164,11 @@ impl Sequencer {
         }
         for (origin, token, first, count) in acks.drain(..) {
             if let Some(w) = origin {
-                self.rings[w].push(Msg::Ack { token, first, count });
+                self.rings[w].push(Msg::Ack {
+                    token,
+                    first,
+                    count,
+                });
             }
         }
         if drain {
@@ -175,9 +192,23 @@ mod tests {
         let m = Arc::new(GlobalMetrics::default());
         let h = Arc::new(Mutex::new(History::new(&crate::config::History::default())));
         let seq = Sequencer::new(rx, vec![r0, r1], m.clone(), h.clone());
-        let ev = |t: &str| NewEvent { topic: t.into(), event: None, data: "d".into() };
-        tx.send(SeqMsg::Publish(PublishReq { origin: Some(1), token: 7, events: vec![ev("a"), ev("b")] })).unwrap();
-        tx.send(SeqMsg::Publish(PublishReq { origin: Some(0), token: 3, events: vec![ev("c")] })).unwrap();
+        let ev = |t: &str| NewEvent {
+            topic: t.into(),
+            event: None,
+            data: "d".into(),
+        };
+        tx.send(SeqMsg::Publish(PublishReq {
+            origin: Some(1),
+            token: 7,
+            events: vec![ev("a"), ev("b")],
+        }))
+        .unwrap();
+        tx.send(SeqMsg::Publish(PublishReq {
+            origin: Some(0),
+            token: 3,
+            events: vec![ev("c")],
+        }))
+        .unwrap();
         tx.send(SeqMsg::Drain).unwrap();
         drop(tx);
         seq.run();
@@ -187,7 +218,11 @@ mod tests {
         while let Some(msg) = rx1.try_pop() {
             match msg {
                 Msg::Events(b) => ids.extend(b.iter().map(|e| e.id)),
-                Msg::Ack { token, first, count } => {
+                Msg::Ack {
+                    token,
+                    first,
+                    count,
+                } => {
                     assert!(!ids.is_empty(), "ack before its events");
                     acks.push((token, first, count));
                 }

@@ -27,7 +27,10 @@ pub fn run_until_signal(server: Server, mut signals: Signals, timeout: Duration)
     if clean {
         tracing::info!("shutdown complete");
     } else {
-        tracing::warn!(timeout_ms = timeout.as_millis() as u64, "shutdown timeout reached; closing remaining connections");
+        tracing::warn!(
+            timeout_ms = timeout.as_millis() as u64,
+            "shutdown timeout reached; closing remaining connections"
+        );
     }
     clean
 }
@@ -35,8 +38,12 @@ pub fn run_until_signal(server: Server, mut signals: Signals, timeout: Duration)
 /// Sends `state` to systemd's notify socket when running under
 /// `Type=notify`; does nothing otherwise.
 pub fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
     let bytes = path.as_encoded_bytes();
     let res = if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt;

@@ -11,10 +11,10 @@ use monoio::net::TcpStream;
 
 use crate::conn::{Conn, Phase, Queued, REPLAYED};
 use crate::frame;
+use crate::history::Gap;
 use crate::http::{jittered_retry_ms, queue_raw, shed_bytes};
 use crate::request::{self, Head, Method};
 use crate::response;
-use crate::history::Gap;
 use crate::sequencer::{epoch_first_id, now_ns, Event};
 use crate::worker::Worker;
 use crate::write::Batch;
@@ -46,13 +46,18 @@ pub async fn subscribe(w: &Worker, conn: &Conn, mut stream: TcpStream, head: Hea
     }
     w.metrics.response(200);
     if head.method == Method::Head {
-        let _ = stream.write_all(response::event_stream_head(cors).into_bytes()).await;
+        let _ = stream
+            .write_all(response::event_stream_head(cors).into_bytes())
+            .await;
         return;
     }
     let mut prelude = response::event_stream_head(cors).into_bytes();
     prelude.extend_from_slice(&frame::retry(cfg.sse.retry_ms, None));
     queue_raw(conn, Bytes::from(prelude));
-    let last_event_id = head.last_event_id.filter(|s| !s.is_empty()).or(q.last_event_id);
+    let last_event_id = head
+        .last_event_id
+        .filter(|s| !s.is_empty())
+        .or(q.last_event_id);
     let patterns: Vec<Box<str>> = q.patterns.into_iter().map(String::into_boxed_str).collect();
     // No await from here to the registration below: `upto` is exactly the
     // last event this worker fanned out, so history covers everything up to
@@ -65,7 +70,10 @@ pub async fn subscribe(w: &Worker, conn: &Conn, mut stream: TcpStream, head: Hea
         queue_raw(conn, resync_frame(reason));
     }
     for ev in &catch_up.events {
-        conn.push(Queued { frame: ev.frame.clone(), born_ns: REPLAYED });
+        conn.push(Queued {
+            frame: ev.frame.clone(),
+            born_ns: REPLAYED,
+        });
     }
     conn.last_id.set(catch_up.resume_after.max(upto));
     {
@@ -78,7 +86,11 @@ pub async fn subscribe(w: &Worker, conn: &Conn, mut stream: TcpStream, head: Hea
     conn.phase.set(Phase::Stream);
     w.metrics.subscribers_active.fetch_add(1, Relaxed);
     w.arm_heartbeat(conn);
-    tracing::debug!(conn = conn.id, topics = conn.patterns.borrow().len(), "subscribed");
+    tracing::debug!(
+        conn = conn.id,
+        topics = conn.patterns.borrow().len(),
+        "subscribed"
+    );
     run(w, conn, stream).await;
 }
 
@@ -93,15 +105,29 @@ struct CatchUp {
 }
 
 /// Decides between replay, resync (+ snapshot) and plain snapshot.
-fn catch_up(w: &Worker, patterns: &[Box<str>], last_event_id: Option<&str>, snapshot: bool, upto: u64) -> CatchUp {
+fn catch_up(
+    w: &Worker,
+    patterns: &[Box<str>],
+    last_event_id: Option<&str>,
+    snapshot: bool,
+    upto: u64,
+) -> CatchUp {
     let h = w.shared.history.lock().expect("history lock");
     let fresh = |resync| CatchUp {
-        events: if snapshot { h.snapshot(patterns, upto) } else { Vec::new() },
+        events: if snapshot {
+            h.snapshot(patterns, upto)
+        } else {
+            Vec::new()
+        },
         resync,
         resume_after: 0,
     };
-    let Some(raw) = last_event_id else { return fresh(None) };
-    let Ok(id) = raw.trim().parse::<u64>() else { return fresh(Some("invalid_id")) };
+    let Some(raw) = last_event_id else {
+        return fresh(None);
+    };
+    let Ok(id) = raw.trim().parse::<u64>() else {
+        return fresh(Some("invalid_id"));
+    };
     if id < epoch_first_id() {
         return fresh(Some("epoch"));
     }
@@ -109,7 +135,11 @@ fn catch_up(w: &Worker, patterns: &[Box<str>], last_event_id: Option<&str>, snap
         return fresh(Some("unknown_id"));
     }
     match h.replay(patterns, id, upto) {
-        Ok(events) => CatchUp { events, resync: None, resume_after: id },
+        Ok(events) => CatchUp {
+            events,
+            resync: None,
+            resume_after: id,
+        },
         Err(Gap::Expired) => fresh(Some("history_expired")),
     }
 }
@@ -118,7 +148,10 @@ fn catch_up(w: &Worker, patterns: &[Box<str>], last_event_id: Option<&str>, snap
 /// order) so a client's Last-Event-ID stays that of its last real event.
 pub fn resync_frame(reason: &str) -> Bytes {
     let data = serde_json::json!({ "reason": reason }).to_string();
-    Bytes::from(format!("event: {}\ndata: {data}\n\n", request::RESYNC_EVENT))
+    Bytes::from(format!(
+        "event: {}\ndata: {data}\n\n",
+        request::RESYNC_EVENT
+    ))
 }
 
 /// Reads (and ignores) whatever the client sends, to notice when it goes.
@@ -152,7 +185,10 @@ async fn run(w: &Worker, conn: &Conn, stream: TcpStream) {
             if retry_sent {
                 break;
             }
-            queue_raw(conn, frame::retry(jittered_retry_ms(w.shared.cfg.sse.retry_ms), None));
+            queue_raw(
+                conn,
+                frame::retry(jittered_retry_ms(w.shared.cfg.sse.retry_ms), None),
+            );
             retry_sent = true;
             continue;
         }
@@ -191,7 +227,8 @@ async fn run(w: &Worker, conn: &Conn, stream: TcpStream) {
                         m.observe_latency_ns(t.saturating_sub(q.born_ns));
                     }
                 });
-                conn.pending_bytes.set(conn.pending_bytes.get().saturating_sub(n));
+                conn.pending_bytes
+                    .set(conn.pending_bytes.get().saturating_sub(n));
                 m.frames_delivered.fetch_add(p.frames, Relaxed);
                 m.bytes_written.fetch_add(n as u64, Relaxed);
                 conn.last_progress.set(w.now_tick());

@@ -26,7 +26,10 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.star.is_none() && self.here.is_empty() && self.rest.is_empty()
+        self.children.is_empty()
+            && self.star.is_none()
+            && self.here.is_empty()
+            && self.rest.is_empty()
     }
 }
 

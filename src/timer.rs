@@ -66,7 +66,11 @@ impl<T: Copy> TimerWheel<T> {
         let span = (now - self.cursor + 1).min(self.mask + 1);
         // When the cursor jumps more than a full turn, visiting every slot
         // once is enough: each slot is checked against `now`, not its tick.
-        let start = if now - self.cursor > self.mask { now - self.mask } else { self.cursor };
+        let start = if now - self.cursor > self.mask {
+            now - self.mask
+        } else {
+            self.cursor
+        };
         for t in start..start + span {
             let slot = &mut self.slots[(t & self.mask) as usize];
             if slot.is_empty() {

@@ -206,7 +206,14 @@ impl Worker {
     fn schedule(&self, conn: &Conn, at: u64, kind: TimerKind) {
         let mut wheel = self.wheel.borrow_mut();
         let was_empty = wheel.is_empty();
-        wheel.insert(at, TimerRef { key: conn.key, gen: conn.gen, kind });
+        wheel.insert(
+            at,
+            TimerRef {
+                key: conn.key,
+                gen: conn.gen,
+                kind,
+            },
+        );
         drop(wheel);
         if was_empty {
             self.wheel_filled.notify();
@@ -230,14 +237,22 @@ impl Worker {
 
     /// Starts the heartbeat cycle of an event stream.
     pub fn arm_heartbeat(&self, conn: &Conn) {
-        self.schedule(conn, conn.last_write.get() + self.heartbeat_ticks, TimerKind::Heartbeat);
+        self.schedule(
+            conn,
+            conn.last_write.get() + self.heartbeat_ticks,
+            TimerKind::Heartbeat,
+        );
     }
 
     /// Makes sure a stall check is pending while a write is in flight.
     pub fn arm_stall(&self, conn: &Conn) {
         if !conn.stall_armed.get() {
             conn.stall_armed.set(true);
-            self.schedule(conn, conn.last_progress.get() + self.stall_ticks, TimerKind::Stall);
+            self.schedule(
+                conn,
+                conn.last_progress.get() + self.stall_ticks,
+                TimerKind::Stall,
+            );
         }
     }
 
@@ -265,7 +280,10 @@ impl Worker {
                 let due = conn.last_write.get() + self.heartbeat_ticks;
                 if now >= due {
                     if !conn.writing.get() && conn.queue.borrow().is_empty() {
-                        conn.push(Queued { frame: HEARTBEAT.clone(), born_ns: 0 });
+                        conn.push(Queued {
+                            frame: HEARTBEAT.clone(),
+                            born_ns: 0,
+                        });
                         self.metrics.heartbeats.fetch_add(1, Relaxed);
                     }
                     self.schedule(&conn, now + self.heartbeat_ticks, TimerKind::Heartbeat);
@@ -280,7 +298,10 @@ impl Worker {
                 }
                 let due = conn.last_progress.get() + self.stall_ticks;
                 if now >= due {
-                    tracing::info!(conn = conn.id, "closing subscriber: no bytes accepted for sse.write_stall_ms");
+                    tracing::info!(
+                        conn = conn.id,
+                        "closing subscriber: no bytes accepted for sse.write_stall_ms"
+                    );
                     self.metrics.stall_disconnects.fetch_add(1, Relaxed);
                     conn.kill(CloseReason::Stall);
                 } else {
@@ -297,7 +318,9 @@ impl Worker {
         let mut fired = Vec::new();
         loop {
             if self.wheel.borrow().is_empty() {
-                self.wheel_filled.until(|| !self.wheel.borrow().is_empty()).await;
+                self.wheel_filled
+                    .until(|| !self.wheel.borrow().is_empty())
+                    .await;
             }
             monoio::time::sleep(Duration::from_millis(TICK_MS)).await;
             let now = self.now_tick();
@@ -330,7 +353,9 @@ impl Worker {
 
     /// Resolves when the worker has drained and its last connection closed.
     pub async fn finished(&self) {
-        self.lifecycle.until(|| self.draining.get() && self.conns.borrow().is_empty()).await
+        self.lifecycle
+            .until(|| self.draining.get() && self.conns.borrow().is_empty())
+            .await
     }
 }
 

@@ -93,10 +93,11 @@ impl Batch {
             }
         }
         self.iov.clear();
-        self.iov.extend(self.items[self.head..].iter().map(|q| libc::iovec {
-            iov_base: q.frame.as_ptr() as *mut libc::c_void,
-            iov_len: q.frame.len(),
-        }));
+        self.iov
+            .extend(self.items[self.head..].iter().map(|q| libc::iovec {
+                iov_base: q.frame.as_ptr() as *mut libc::c_void,
+                iov_len: q.frame.len(),
+            }));
         p
     }
 }
@@ -124,7 +125,10 @@ mod tests {
     use bytes::Bytes;
 
     fn q(s: &'static str, born: u64) -> Queued {
-        Queued { frame: Bytes::from_static(s.as_bytes()), born_ns: born }
+        Queued {
+            frame: Bytes::from_static(s.as_bytes()),
+            born_ns: born,
+        }
     }
 
     #[test]

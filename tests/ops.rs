@@ -1,0 +1,160 @@
+//! Operations: health, readiness, metrics, CLI and configuration errors.
+mod support;
+
+use support::*;
+
+#[test]
+fn health_ready_and_every_metric_series() {
+    let s = Server::start("");
+    assert_eq!(get(s.addr(), "/healthz").status, 200);
+    assert_eq!(get(s.addr(), "/readyz").status, 200);
+    let m = get(s.addr(), "/metrics");
+    assert_eq!(m.status, 200);
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(m.body).unwrap();
+    for series in [
+        "ringcast_connections_active{worker=\"0\"}",
+        "ringcast_connections_active{worker=\"1\"}",
+        "ringcast_connections_total",
+        "ringcast_events_published_total",
+        "ringcast_frames_delivered_total",
+        "ringcast_bytes_written_total",
+        "ringcast_slow_disconnects_total",
+        "ringcast_conflated_events_total",
+        "ringcast_resyncs_total",
+        "ringcast_http_responses_total{code=\"200\"}",
+        "ringcast_publish_to_write_seconds_bucket{le=\"+Inf\"}",
+        "ringcast_publish_to_write_seconds_sum",
+        "ringcast_publish_to_write_seconds_count",
+        "ringcast_history_bytes",
+        "# TYPE ringcast_publish_to_write_seconds histogram",
+        "# TYPE ringcast_connections_active gauge",
+    ] {
+        assert!(text.contains(series), "missing {series}");
+    }
+}
+
+#[test]
+fn counters_move_with_traffic() {
+    let s = Server::start("");
+    let mut sub = Sse::open(s.addr(), "topic=m");
+    let before = s.metric("ringcast_events_published_total");
+    for i in 0..7 {
+        publish(s.addr(), "m", None, &format!("{i}"));
+    }
+    assert_eq!(s.metric("ringcast_events_published_total"), before + 7.0);
+    sub.take(7);
+    assert_eq!(
+        s.metric_until("ringcast_frames_delivered_total", |v| v >= 7.0),
+        7.0
+    );
+    assert_eq!(
+        s.metric_until("ringcast_publish_to_write_seconds_count", |v| v >= 7.0),
+        7.0
+    );
+    assert!(s.metric("ringcast_bytes_written_total") > 7.0 * 10.0);
+    assert!(s.metric("ringcast_history_bytes") > 0.0);
+}
+
+#[test]
+fn help_lists_every_flag() {
+    let (status, out) = run_binary(&["--help"], &[]);
+    assert!(status.success());
+    for flag in [
+        "--config",
+        "--listen",
+        "--workers",
+        "--demo",
+        "--log-format",
+    ] {
+        assert!(out.contains(flag), "{flag} missing from --help:\n{out}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_bad_values_exit_2_naming_the_key() {
+    let file = write_temp(
+        "bad.toml",
+        "[server]\nlisten = \"127.0.0.1:0\"\nbogus_key = 1\n",
+    );
+    let (status, out) = run_binary(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("server.bogus_key"), "{out}");
+
+    let cases: [(&str, &str, &str); 4] = [
+        ("RINGCAST_SERVER_BOGUS", "1", "server.bogus"),
+        ("RINGCAST_SSE_HEARTBEAT_MS", "abc", "sse.heartbeat_ms"),
+        ("RINGCAST_SSE_SLOW_POLICY", "drop", "sse.slow_policy"),
+        ("RINGCAST_SERVER_LISTEN", "not-an-address", "server.listen"),
+    ];
+    for (k, v, key) in cases {
+        // No --listen: a flag would override RINGCAST_SERVER_LISTEN. Every
+        // case fails before binding, so the default port is never used.
+        let (status, out) = run_binary(&[], &[(k, v)]);
+        assert_eq!(status.code(), Some(2), "{k}={v}: {out}");
+        assert!(out.contains(key), "{k}={v}: {out}");
+    }
+    let (status, out) = run_binary(&["--config", "/nonexistent/ringcast.toml"], &[]);
+    assert_eq!(status.code(), Some(2));
+    assert!(out.contains("/nonexistent/ringcast.toml"), "{out}");
+}
+
+#[test]
+fn address_in_use_exits_1() {
+    let s = Server::start("");
+    let addr = s.addr().to_string();
+    let (status, out) = run_binary(&["--listen", &addr], &[]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains(&addr), "{out}");
+}
+
+#[test]
+fn env_overrides_file_and_flag_overrides_env() {
+    let file = write_temp(
+        "prec.toml",
+        "[sse]\nretry_ms = 111\nheartbeat_ms = 100000\n",
+    );
+    let s = Server::start_with(
+        "",
+        &["--config", file.to_str().unwrap(), "--workers", "1"],
+        &[
+            ("RINGCAST_SSE_RETRY_MS", "222"),
+            ("RINGCAST_SERVER_WORKERS", "3"),
+        ],
+    );
+    let mut sub = Sse::open(s.addr(), "topic=p");
+    assert_eq!(sub.read_raw_until(b"\n\n"), b"retry: 222\n\n");
+    let text = String::from_utf8(get(s.addr(), "/metrics").body).unwrap();
+    assert!(text.contains("ringcast_connections_active{worker=\"0\"}"));
+    assert!(
+        !text.contains("ringcast_connections_active{worker=\"1\"}"),
+        "--workers 1 beats the env"
+    );
+}
+
+#[test]
+fn json_logs_carry_connection_ids() {
+    let s = Server::start_with(
+        "",
+        &["--log-format", "json"],
+        &[("RINGCAST_LOG_LEVEL", "debug")],
+    );
+    let _ = get(s.addr(), "/healthz");
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let log = s.stderr.lock().unwrap().clone();
+        let conn_lines: Vec<&str> = log.lines().filter(|l| l.contains("\"conn\"")).collect();
+        if conn_lines.len() >= 2 {
+            for l in &conn_lines {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert!(v["fields"]["conn"].is_u64(), "{l}");
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection lines in\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
