@@ -4,18 +4,24 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ringcast::config::SlowPolicy;
 use ringcast::conn::Conn;
-use ringcast::fanout::enqueue;
+use ringcast::fanout::{enqueue, Bound};
 use ringcast::metrics::WorkerMetrics;
 use ringcast::sequencer::Event;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout");
     let metrics = WorkerMetrics::default();
+    let total = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let bound = Bound {
+        max_pending: usize::MAX,
+        policy: SlowPolicy::Disconnect,
+    };
     let frame = ringcast::frame::encode(1, Some("quote"), &"x".repeat(100));
     for n in [1_000usize, 10_000, 100_000] {
         let conns: Vec<Conn> = (0..n as u32)
-            .map(|k| Conn::new(k as u64, k, 1, 0))
+            .map(|k| Conn::new(k as u64, k, 1, 0, total.clone()))
             .collect();
         let topic: Arc<str> = "quotes.NASDAQ.AAPL".into();
         let mut id = 1u64;
@@ -30,11 +36,11 @@ fn bench(c: &mut Criterion) {
                     born_ns: 1,
                 };
                 for c in &conns {
-                    enqueue(c, &ev, usize::MAX, &metrics);
+                    enqueue(c, &ev, bound, &metrics);
                 }
                 for c in &conns {
                     c.queue.borrow_mut().clear();
-                    c.pending_bytes.set(0);
+                    c.sub_pending(usize::MAX);
                 }
             })
         });

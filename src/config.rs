@@ -104,6 +104,9 @@ pub struct Sse {
     pub slow_policy: SlowPolicy,
     /// A subscriber accepting no bytes this long is closed.
     pub write_stall_ms: u64,
+    /// Unsent bytes over all subscribers together (each worker gets an
+    /// equal share); past it the largest queues are treated as slow first.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for Sse {
@@ -114,6 +117,7 @@ impl Default for Sse {
             max_pending_bytes: 1 << 20,
             slow_policy: SlowPolicy::Disconnect,
             write_stall_ms: 30_000,
+            max_queued_bytes: 1 << 30,
         }
     }
 }
@@ -415,10 +419,11 @@ impl Config {
         if self.server.workers.is_some_and(|w| w > 1024) {
             return bad("server.workers", "must be at most 1024");
         }
-        let positive: [(&str, u64); 8] = [
+        let positive: [(&str, u64); 9] = [
             ("sse.heartbeat_ms", self.sse.heartbeat_ms),
             ("sse.write_stall_ms", self.sse.write_stall_ms),
             ("sse.max_pending_bytes", self.sse.max_pending_bytes as u64),
+            ("sse.max_queued_bytes", self.sse.max_queued_bytes as u64),
             (
                 "limits.topics_per_subscription",
                 self.limits.topics_per_subscription as u64,
@@ -487,12 +492,6 @@ impl Config {
             return bad(
                 "cluster.nats_url",
                 "cluster mode is not available in this build",
-            );
-        }
-        if self.sse.slow_policy == SlowPolicy::Conflate {
-            return bad(
-                "sse.slow_policy",
-                "\"conflate\" is not available in this build; use \"disconnect\"",
             );
         }
         Ok(())

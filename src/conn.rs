@@ -4,8 +4,10 @@
 //! the task that writes. `!Send` by construction.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use bytes::Bytes;
@@ -23,6 +25,9 @@ pub struct Queued {
     /// non-event bytes (response head, heartbeat, retry), which are not
     /// counted as deliveries.
     pub born_ns: u64,
+    /// The event's topic, kept only under the conflate policy (so the
+    /// default path pays no refcount for it).
+    pub topic: Option<Arc<str>>,
 }
 
 /// Why a connection is being closed by the server.
@@ -75,7 +80,10 @@ pub struct Conn {
     /// Frames waiting for the next vectored write.
     pub queue: RefCell<VecDeque<Queued>>,
     /// Unsent bytes: the queue plus what a write in flight has not sent yet.
-    pub pending_bytes: Cell<usize>,
+    pending_bytes: Cell<usize>,
+    /// The worker's sum of every connection's unsent bytes (for the global
+    /// queue budget), kept in step with `pending_bytes`.
+    worker_pending: Rc<Cell<usize>>,
     /// Highest event id queued; makes fan-out over overlapping patterns
     /// deliver each event once and never out of order.
     pub last_id: Cell<u64>,
@@ -102,7 +110,7 @@ pub struct Conn {
 
 impl Conn {
     /// Fresh state for an accepted connection.
-    pub fn new(id: u64, key: u32, gen: u32, now: u64) -> Self {
+    pub fn new(id: u64, key: u32, gen: u32, now: u64, worker_pending: Rc<Cell<usize>>) -> Self {
         Conn {
             id,
             key,
@@ -110,6 +118,7 @@ impl Conn {
             phase: Cell::new(Phase::Request),
             queue: RefCell::new(VecDeque::new()),
             pending_bytes: Cell::new(0),
+            worker_pending,
             last_id: Cell::new(0),
             patterns: RefCell::new(Vec::new()),
             header_deadline: Cell::new(0),
@@ -124,6 +133,23 @@ impl Conn {
         }
     }
 
+    /// Unsent bytes: the queue plus what a write in flight has not sent yet.
+    pub fn pending(&self) -> usize {
+        self.pending_bytes.get()
+    }
+
+    fn add_pending(&self, n: usize) {
+        self.pending_bytes.set(self.pending_bytes.get() + n);
+        self.worker_pending.set(self.worker_pending.get() + n);
+    }
+
+    /// Accounts `n` bytes that left the queue (written or dropped).
+    pub fn sub_pending(&self, n: usize) {
+        let n = n.min(self.pending_bytes.get());
+        self.pending_bytes.set(self.pending_bytes.get() - n);
+        self.worker_pending.set(self.worker_pending.get() - n);
+    }
+
     /// Wakes the connection's task if it waits.
     pub fn wake(&self) {
         if let Some(w) = self.waker.take() {
@@ -133,8 +159,7 @@ impl Conn {
 
     /// Appends a frame handle; the caller checked the bound.
     pub fn push(&self, q: Queued) {
-        self.pending_bytes
-            .set(self.pending_bytes.get() + q.frame.len());
+        self.add_pending(q.frame.len());
         let was_empty = {
             let mut queue = self.queue.borrow_mut();
             let e = queue.is_empty();
@@ -158,9 +183,31 @@ impl Conn {
             .drain(..)
             .map(|q| q.frame.len())
             .sum();
-        self.pending_bytes
-            .set(self.pending_bytes.get().saturating_sub(dropped));
+        self.sub_pending(dropped);
         self.wake();
+    }
+
+    /// Keeps only the newest queued event of each topic (non-event bytes
+    /// stay), preserving order; returns how many events were dropped. Frames
+    /// already handed to a write in flight are not touched: they are older
+    /// than anything queued, so nothing stale can follow a newer value.
+    pub fn conflate(&self) -> u64 {
+        let mut q = self.queue.borrow_mut();
+        let mut kept = VecDeque::with_capacity(q.len());
+        let mut seen: HashSet<Arc<str>> = HashSet::new();
+        let (mut dropped, mut dropped_bytes) = (0u64, 0usize);
+        while let Some(item) = q.pop_back() {
+            match &item.topic {
+                Some(t) if !seen.insert(t.clone()) => {
+                    dropped += 1;
+                    dropped_bytes += item.frame.len();
+                }
+                _ => kept.push_front(item),
+            }
+        }
+        *q = kept;
+        self.sub_pending(dropped_bytes);
+        dropped
     }
 
     /// Waits until the connection has frames queued, is being closed or

@@ -6,6 +6,7 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::config::SlowPolicy;
 use crate::conn::{CloseReason, Conn, Queued};
 use crate::ingest::{Msg, RingRx};
 use crate::metrics::WorkerMetrics;
@@ -30,8 +31,23 @@ pub enum Enqueued {
     Slow,
 }
 
-/// Offers `ev` to `conn`, bounded by `max_pending` unsent bytes.
-pub fn enqueue(conn: &Conn, ev: &Event, max_pending: usize, metrics: &WorkerMetrics) -> Enqueued {
+/// The per-subscriber bound and what happens when it is hit.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// `sse.max_pending_bytes`.
+    pub max_pending: usize,
+    /// `sse.slow_policy`.
+    pub policy: SlowPolicy,
+}
+
+/// Offers `ev` to `conn` within `bound`.
+///
+/// Under `conflate`, hitting the bound keeps only the newest pending event
+/// per topic; if that does not bring the queue under half the bound (too
+/// many distinct topics pending), the subscriber is disconnected like under
+/// `disconnect`. The half-bound rule makes conflation amortised O(1) per
+/// event: after a pass, half the bound must refill before the next one.
+pub fn enqueue(conn: &Conn, ev: &Event, bound: Bound, metrics: &WorkerMetrics) -> Enqueued {
     if conn.close.get().is_some() {
         return Enqueued::Closed;
     }
@@ -39,11 +55,24 @@ pub fn enqueue(conn: &Conn, ev: &Event, max_pending: usize, metrics: &WorkerMetr
         return Enqueued::Duplicate;
     }
     conn.last_id.set(ev.id);
-    if conn.pending_bytes.get() + ev.frame.len() > max_pending {
+    let conflate = bound.policy == SlowPolicy::Conflate;
+    if conn.pending() + ev.frame.len() > bound.max_pending {
+        if conflate {
+            conn.push(Queued {
+                frame: ev.frame.clone(),
+                born_ns: ev.born_ns,
+                topic: Some(ev.topic.clone()),
+            });
+            let dropped = conn.conflate();
+            metrics.conflated.fetch_add(dropped, Relaxed);
+            if conn.pending() <= bound.max_pending / 2 {
+                return Enqueued::Yes;
+            }
+        }
         metrics.slow_disconnects.fetch_add(1, Relaxed);
         tracing::info!(
             conn = conn.id,
-            pending = conn.pending_bytes.get(),
+            pending = conn.pending(),
             "closing slow subscriber: sse.max_pending_bytes exceeded"
         );
         conn.kill(CloseReason::Slow);
@@ -52,6 +81,7 @@ pub fn enqueue(conn: &Conn, ev: &Event, max_pending: usize, metrics: &WorkerMetr
     conn.push(Queued {
         frame: ev.frame.clone(),
         born_ns: ev.born_ns,
+        topic: conflate.then(|| ev.topic.clone()),
     });
     Enqueued::Yes
 }
@@ -67,13 +97,53 @@ impl Worker {
             return;
         }
         let conns = self.conns.borrow();
-        let max = self.shared.cfg.sse.max_pending_bytes;
+        let bound = Bound {
+            max_pending: self.shared.cfg.sse.max_pending_bytes,
+            policy: self.shared.cfg.sse.slow_policy,
+        };
         for ev in events {
             subs.for_each_match(&ev.topic, |k| {
                 if let Some(c) = conns.get(k as usize) {
-                    enqueue(c, ev, max, &self.metrics);
+                    enqueue(c, ev, bound, &self.metrics);
                 }
             });
+        }
+        drop(conns);
+        if self.pending.get() > self.pending_budget {
+            self.enforce_budget(bound);
+        }
+    }
+
+    /// Keeps the worker's unsent bytes within its share of
+    /// `sse.max_queued_bytes`: the largest queues are conflated (under that
+    /// policy) or closed first, down to 90% of the share.
+    fn enforce_budget(&self, bound: Bound) {
+        let mut by_size: Vec<(usize, Rc<Conn>)> = self
+            .conns
+            .borrow()
+            .iter()
+            .filter(|(_, c)| c.close.get().is_none() && c.pending() > 0)
+            .map(|(_, c)| (c.pending(), c.clone()))
+            .collect();
+        by_size.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+        let target = self.pending_budget / 10 * 9;
+        for (_, c) in by_size {
+            if self.pending.get() <= target {
+                break;
+            }
+            if bound.policy == SlowPolicy::Conflate {
+                self.metrics.conflated.fetch_add(c.conflate(), Relaxed);
+                if self.pending.get() <= target {
+                    break;
+                }
+            }
+            self.metrics.slow_disconnects.fetch_add(1, Relaxed);
+            tracing::info!(
+                conn = c.id,
+                pending = c.pending(),
+                "closing subscriber: sse.max_queued_bytes reached, largest queues first"
+            );
+            c.kill(CloseReason::Slow);
         }
     }
 

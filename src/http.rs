@@ -390,5 +390,6 @@ pub fn queue_raw(conn: &Conn, bytes: Bytes) {
     conn.push(Queued {
         frame: bytes,
         born_ns: 0,
+        topic: None,
     });
 }

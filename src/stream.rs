@@ -73,6 +73,7 @@ pub async fn subscribe(w: &Worker, conn: &Conn, mut stream: TcpStream, head: Hea
         conn.push(Queued {
             frame: ev.frame.clone(),
             born_ns: REPLAYED,
+            topic: Some(ev.topic.clone()),
         });
     }
     conn.last_id.set(catch_up.resume_after.max(upto));
@@ -227,8 +228,7 @@ async fn run(w: &Worker, conn: &Conn, stream: TcpStream) {
                         m.observe_latency_ns(t.saturating_sub(q.born_ns));
                     }
                 });
-                conn.pending_bytes
-                    .set(conn.pending_bytes.get().saturating_sub(n));
+                conn.sub_pending(n);
                 m.frames_delivered.fetch_add(p.frames, Relaxed);
                 m.bytes_written.fetch_add(n as u64, Relaxed);
                 conn.last_progress.set(w.now_tick());

@@ -119,6 +119,10 @@ pub struct Worker {
     pub subs: RefCell<SubTable>,
     /// Publish requests waiting for their ack, by token.
     pub acks: RefCell<Slab<Rc<AckCell>>>,
+    /// Unsent bytes over all this worker's connections.
+    pub pending: Rc<Cell<usize>>,
+    /// This worker's share of `sse.max_queued_bytes`.
+    pub pending_budget: usize,
     /// Highest event id this worker has fanned out: the hand-over point
     /// between a replay from history and the live stream.
     pub last_seen: Cell<u64>,
@@ -150,6 +154,8 @@ impl Worker {
             subs: RefCell::new(SubTable::new()),
             acks: RefCell::new(Slab::new()),
             last_seen: Cell::new(0),
+            pending: Rc::new(Cell::new(0)),
+            pending_budget: cfg.sse.max_queued_bytes / cfg.workers().max(1),
             draining: Cell::new(false),
             lifecycle: LocalNotify::default(),
             wheel: RefCell::new(TimerWheel::new(WHEEL_SLOTS, 0)),
@@ -175,7 +181,13 @@ impl Worker {
         let id = self.shared.next_conn_id.fetch_add(1, Relaxed);
         let mut conns = self.conns.borrow_mut();
         let entry = conns.vacant_entry();
-        let conn = Rc::new(Conn::new(id, entry.key() as u32, gen, self.now_tick()));
+        let conn = Rc::new(Conn::new(
+            id,
+            entry.key() as u32,
+            gen,
+            self.now_tick(),
+            self.pending.clone(),
+        ));
         entry.insert(conn.clone());
         self.metrics.connections_active.fetch_add(1, Relaxed);
         self.metrics.connections_total.fetch_add(1, Relaxed);
@@ -195,6 +207,7 @@ impl Worker {
             self.metrics.subscribers_active.fetch_sub(1, Relaxed);
         }
         conn.queue.borrow_mut().clear();
+        conn.sub_pending(usize::MAX);
         self.conns.borrow_mut().try_remove(conn.key as usize);
         self.metrics.connections_active.fetch_sub(1, Relaxed);
         self.shared.open.fetch_sub(1, Relaxed);
@@ -283,6 +296,7 @@ impl Worker {
                         conn.push(Queued {
                             frame: HEARTBEAT.clone(),
                             born_ns: 0,
+                            topic: None,
                         });
                         self.metrics.heartbeats.fetch_add(1, Relaxed);
                     }

@@ -128,6 +128,7 @@ mod tests {
         Queued {
             frame: Bytes::from_static(s.as_bytes()),
             born_ns: born,
+            topic: None,
         }
     }
 

@@ -1,0 +1,87 @@
+//! Slow subscribers: one that stops reading is disconnected (or conflated)
+//! without slowing the others, and the server's memory stays bounded.
+mod support;
+
+use support::*;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn stalled_reader_is_disconnected_fast_reader_gets_everything_memory_bounded() {
+    // Bounds for this test: 256 KiB per subscriber, 4 MiB of history.
+    let s = Server::start("[sse]\nmax_pending_bytes = 262144\n[history]\nmax_bytes = 4194304\n");
+    let stalled = Sse::open(s.addr(), "topic=big");
+    let mut fast = Sse::open(s.addr(), "topic=big");
+    let rss_before = rss_kib(s.pid());
+    let payload = "p".repeat(2000);
+    let n = 15_000; // ~30 MB published, far beyond every buffer on the way
+    let reader = std::thread::spawn(move || {
+        let got = fast.take(n);
+        got.iter().map(Event::id_u64).collect::<Vec<_>>()
+    });
+    let mut p = Publisher::new(s.addr());
+    let ids: Vec<u64> = (0..n).map(|_| p.publish("big", &payload)).collect();
+    let got = reader.join().unwrap();
+    assert_eq!(got, ids, "the fast subscriber got everything, in order");
+    assert_eq!(
+        s.metric_until("ringcast_slow_disconnects_total", |v| v >= 1.0),
+        1.0
+    );
+    let rss_after = rss_kib(s.pid());
+    // Documented bound: history.max_bytes + every queue's max_pending_bytes
+    // + per-connection state; allow 24 MiB for allocator slack and stacks.
+    let bound_kib = (4 * 1024) + 2 * 256 + 24 * 1024;
+    assert!(
+        rss_after.saturating_sub(rss_before) < bound_kib,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    assert!(s.metric("ringcast_history_bytes") <= 4194304.0);
+    drop(stalled);
+}
+
+#[test]
+fn conflate_keeps_the_newest_value_per_topic_and_nothing_stale_after_it() {
+    let s = Server::start("[sse]\nslow_policy = \"conflate\"\nmax_pending_bytes = 65536\n");
+    let mut stalled = Sse::open(s.addr(), "topic=cf.%3E");
+    let topics = ["cf.a", "cf.b", "cf.c", "cf.d"];
+    let payload = "v".repeat(1000);
+    let mut p = Publisher::new(s.addr());
+    let mut published = 0;
+    // Publish until the server has conflated (the kernel buffers in between
+    // absorb several MB first); bounded.
+    while s.metric("ringcast_conflated_events_total") == 0.0 {
+        for i in 0..2000 {
+            p.publish(topics[i % 4], &payload);
+        }
+        published += 2000;
+        assert!(published < 200_000, "never conflated");
+    }
+    let finals: Vec<u64> = topics
+        .iter()
+        .map(|t| p.publish(t, &format!("final {t}")))
+        .collect();
+    let mut got: Vec<Event> = Vec::new();
+    while got.iter().filter(|e| e.data.starts_with("final")).count() < 4 {
+        got.push(
+            stalled
+                .next_event()
+                .expect("stream ended before the final values"),
+        );
+    }
+    assert!(got.len() < published + 4, "some events were conflated away");
+    let ids: Vec<u64> = got.iter().map(Event::id_u64).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "order kept");
+    assert_eq!(
+        &ids[ids.len() - 4..],
+        &finals[..],
+        "the newest value of each topic comes last"
+    );
+    assert_eq!(s.metric("ringcast_slow_disconnects_total"), 0.0);
+}
