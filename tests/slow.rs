@@ -85,3 +85,36 @@ fn conflate_keeps_the_newest_value_per_topic_and_nothing_stale_after_it() {
     );
     assert_eq!(s.metric("ringcast_slow_disconnects_total"), 0.0);
 }
+
+#[test]
+fn global_queue_budget_closes_the_largest_queue_first() {
+    // One worker so both subscribers share one budget of 2 MiB; each queue
+    // alone could hold 8 MiB, so only the global budget can act.
+    let s = Server::start_with(
+        "[sse]\nmax_pending_bytes = 8388608\nmax_queued_bytes = 2097152\n",
+        &["--workers", "1"],
+        &[],
+    );
+    let big = Sse::open(s.addr(), "topic=g.big");
+    let mut small = Sse::open(s.addr(), "topic=g.small");
+    let mut p = Publisher::new(s.addr());
+    let payload = "b".repeat(8000);
+    let mut small_ids = Vec::new();
+    let mut rounds = 0;
+    while s.metric("ringcast_slow_disconnects_total") == 0.0 {
+        for i in 0..500 {
+            p.publish("g.big", &payload);
+            if i % 10 == 0 {
+                small_ids.push(p.publish("g.small", "s"));
+            }
+        }
+        rounds += 1;
+        assert!(rounds < 100, "the budget never acted");
+    }
+    assert_eq!(s.metric("ringcast_slow_disconnects_total"), 1.0);
+    assert!(s.stderr.lock().unwrap().contains("max_queued_bytes"));
+    // The small queue survived and lost nothing.
+    let got: Vec<u64> = small.take(small_ids.len()).iter().map(Event::id_u64).collect();
+    assert_eq!(got, small_ids);
+    drop(big);
+}
