@@ -59,17 +59,27 @@ fn bench(c: &mut Criterion) {
     // 1% of subscribers stalled under conflate: their queues stay full and
     // get conflated; the others drain every round. Versus none stalled.
     let n = 10_000usize;
-    let conflate = Bound { max_pending: 64 * 1024, policy: SlowPolicy::Conflate };
+    let conflate = Bound {
+        max_pending: 64 * 1024,
+        policy: SlowPolicy::Conflate,
+    };
     let topics: Vec<Arc<str>> = (0..50).map(|i| format!("q.S{i}").into()).collect();
     for stalled_pct in [0usize, 1] {
-        let conns: Vec<Conn> = (0..n as u32).map(|k| Conn::new(k as u64, k, 1, 0, total.clone())).collect();
+        let conns: Vec<Conn> = (0..n as u32)
+            .map(|k| Conn::new(k as u64, k, 1, 0, total.clone()))
+            .collect();
         let stalled = n * stalled_pct / 100;
         let mut id = 1u64;
         g.throughput(Throughput::Elements(n as u64));
         g.bench_function(BenchmarkId::new("conflate_stalled_pct", stalled_pct), |b| {
             b.iter(|| {
                 id += 1;
-                let ev = Event { id, topic: topics[id as usize % 50].clone(), frame: frame.clone(), born_ns: 1 };
+                let ev = Event {
+                    id,
+                    topic: topics[id as usize % 50].clone(),
+                    frame: frame.clone(),
+                    born_ns: 1,
+                };
                 for c in &conns {
                     enqueue(c, &ev, conflate, &metrics);
                 }

@@ -7,12 +7,23 @@ use ringcast::sequencer::Event;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("history_replay");
-    let cfg = ringcast::config::History { per_topic: 1024, max_bytes: 1 << 30, max_age_ms: 0 };
+    let cfg = ringcast::config::History {
+        per_topic: 1024,
+        max_bytes: 1 << 30,
+        max_age_ms: 0,
+    };
     let mut h = History::new(&cfg);
-    let topics: Vec<Arc<str>> = (0..100).map(|i| format!("quotes.NASDAQ.S{i}").into()).collect();
+    let topics: Vec<Arc<str>> = (0..100)
+        .map(|i| format!("quotes.NASDAQ.S{i}").into())
+        .collect();
     let frame = ringcast::frame::encode(1, Some("quote"), &"x".repeat(100));
     let events: Vec<Event> = (1..=102_400u64)
-        .map(|id| Event { id, topic: topics[id as usize % 100].clone(), frame: frame.clone(), born_ns: 0 })
+        .map(|id| Event {
+            id,
+            topic: topics[id as usize % 100].clone(),
+            frame: frame.clone(),
+            born_ns: 0,
+        })
         .collect();
     h.append(&events, 0);
     let upto = 102_400;

@@ -114,7 +114,11 @@ fn global_queue_budget_closes_the_largest_queue_first() {
     assert_eq!(s.metric("ringcast_slow_disconnects_total"), 1.0);
     assert!(s.stderr.lock().unwrap().contains("max_queued_bytes"));
     // The small queue survived and lost nothing.
-    let got: Vec<u64> = small.take(small_ids.len()).iter().map(Event::id_u64).collect();
+    let got: Vec<u64> = small
+        .take(small_ids.len())
+        .iter()
+        .map(Event::id_u64)
+        .collect();
     assert_eq!(got, small_ids);
     drop(big);
 }
