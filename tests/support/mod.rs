@@ -55,6 +55,13 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 eprintln!("[ringcast] {line}");
+                // Record the line before announcing the address, so a test
+                // that reads the log after start() sees the listening line.
+                {
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
                 if let Some(i) = line.find("listening on http://") {
                     let rest = &line[i + "listening on http://".len()..];
                     let addr: String = rest
@@ -63,9 +70,6 @@ impl Server {
                         .collect();
                     let _ = tx.send(addr);
                 }
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
             }
         });
         let addr = match rx.recv_timeout(TIMEOUT) {
