@@ -158,3 +158,40 @@ fn json_logs_carry_connection_ids() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn over_capacity_subscribers_get_200_retry_and_close_publishers_503() {
+    let s = Server::start("[limits]\nmax_connections = 2\n[sse]\nretry_ms = 1000\n");
+    let _a = Sse::open(s.addr(), "topic=cap");
+    let _b = Sse::open(s.addr(), "topic=cap");
+    let mut shed = Sse::open(s.addr(), "topic=cap");
+    assert_eq!(shed.status, 200, "a browser must not give up");
+    let body = String::from_utf8(shed.read_raw_until(b"\n\n")).unwrap();
+    let retry: u64 = body
+        .strip_prefix("retry: ")
+        .unwrap()
+        .split('\n')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1000..=3000).contains(&retry), "randomised retry {retry}");
+    assert!(body.contains("\n: over capacity\n"), "{body:?}");
+    assert!(shed.at_eof(), "closed after the hint");
+    let r = post(s.addr(), "/publish?topic=cap", "text/plain", b"x");
+    r.assert_error(503);
+    assert!(r.header("retry-after").is_some());
+    assert!(s.metric("ringcast_shed_total") >= 1.0);
+}
+
+#[test]
+fn per_ip_limit_is_429_with_retry_after() {
+    let s = Server::start("[limits]\nmax_connections_per_ip = 2\n");
+    let _a = Sse::open(s.addr(), "topic=ip");
+    let _b = Sse::open(s.addr(), "topic=ip");
+    let r = get(s.addr(), "/events?topic=ip");
+    r.assert_error(429);
+    assert!(r.header("retry-after").is_some());
+    // Operations endpoints stay reachable for monitoring.
+    assert_eq!(get(s.addr(), "/healthz").status, 200);
+}

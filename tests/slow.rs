@@ -122,3 +122,28 @@ fn global_queue_budget_closes_the_largest_queue_first() {
     assert_eq!(got, small_ids);
     drop(big);
 }
+
+#[test]
+fn a_write_that_stalls_is_closed_after_write_stall_ms() {
+    // Queues may hold 64 MiB, so only the stall timer can close it.
+    let s = Server::start("[sse]\nwrite_stall_ms = 500\nmax_pending_bytes = 67108864\n");
+    let stalled = Sse::open(s.addr(), "topic=st");
+    let mut p = Publisher::new(s.addr());
+    let payload = "s".repeat(4000);
+    let mut sent = 0;
+    // Fill the kernel's buffers so a write stays in flight; bounded.
+    while s.metric("ringcast_stall_disconnects_total") == 0.0 {
+        for _ in 0..500 {
+            p.publish("st", &payload);
+        }
+        sent += 500;
+        assert!(sent < 50_000, "the stalled write was never closed");
+        if sent >= 5_000 {
+            // Enough is queued; now only time can trigger the close.
+            let v = s.metric_until("ringcast_stall_disconnects_total", |v| v >= 1.0);
+            assert_eq!(v, 1.0, "closed by the stall timer");
+        }
+    }
+    assert_eq!(s.metric("ringcast_slow_disconnects_total"), 0.0);
+    drop(stalled);
+}
