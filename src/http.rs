@@ -133,7 +133,10 @@ pub async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         }
         if head.path == "/events" && matches!(head.method, Method::Get | Method::Head) {
             w.disarm_header(&conn);
-            return crate::stream::subscribe(&w, &conn, stream, head, &cors).await;
+            // The request buffer is not needed by a stream; an idle
+            // subscriber should not carry kilobytes of it for its lifetime.
+            drop(buf);
+            return Box::pin(crate::stream::subscribe(&w, &conn, stream, head, &cors)).await;
         }
         // Read the body, if any, under the same deadline as the head.
         let body = match read_body(&w, &mut stream, &conn, &head, buf).await {
