@@ -83,29 +83,9 @@ pub async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
         let head = loop {
             match request::parse_head(&buf) {
                 Ok(Some(h)) if h.len <= max_head => break h,
-                Ok(Some(_)) => {
-                    return fail(
-                        &w,
-                        &mut stream,
-                        &conn,
-                        HttpError::HeadersTooLarge(
-                            "request head is larger than limits.max_header_bytes",
-                        ),
-                        "",
-                    )
-                    .await;
-                }
+                Ok(Some(_)) => return fail(&w, &mut stream, &conn, head_too_large(), "").await,
                 Ok(None) if buf.len() > max_head => {
-                    return fail(
-                        &w,
-                        &mut stream,
-                        &conn,
-                        HttpError::HeadersTooLarge(
-                            "request head is larger than limits.max_header_bytes",
-                        ),
-                        "",
-                    )
-                    .await;
+                    return fail(&w, &mut stream, &conn, head_too_large(), "").await;
                 }
                 Ok(None) => {}
                 Err(e) => return fail(&w, &mut stream, &conn, e, "").await,
@@ -164,6 +144,10 @@ pub async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
             return;
         }
     }
+}
+
+fn head_too_large() -> HttpError {
+    HttpError::HeadersTooLarge("request head is larger than limits.max_header_bytes")
 }
 
 fn is_ops_path(path: &str) -> bool {
