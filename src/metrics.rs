@@ -91,103 +91,96 @@ fn sum(ws: &[&WorkerMetrics], f: impl Fn(&WorkerMetrics) -> u64) -> u64 {
 /// Renders every series in Prometheus text exposition format.
 pub fn render(global: &GlobalMetrics, workers: &[&WorkerMetrics]) -> String {
     let mut s = String::with_capacity(4096);
-    let counter = |s: &mut String, name: &str, help: &str, v: u64| {
+    fn connections(w: &WorkerMetrics) -> &AtomicI64 {
+        &w.connections_active
+    }
+    fn subscribers(w: &WorkerMetrics) -> &AtomicI64 {
+        &w.subscribers_active
+    }
+    type Gauge = fn(&WorkerMetrics) -> &AtomicI64;
+    let gauges: [(&str, &str, Gauge); 2] = [
+        (
+            "ringcast_connections_active",
+            "Open connections per worker.",
+            connections,
+        ),
+        (
+            "ringcast_subscribers_active",
+            "Open event streams per worker.",
+            subscribers,
+        ),
+    ];
+    for (name, help, field) in gauges {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (i, w) in workers.iter().enumerate() {
+            let _ = writeln!(s, "{name}{{worker=\"{i}\"}} {}", field(w).load(Relaxed));
+        }
+    }
+    let counters: [(&str, &str, u64); 12] = [
+        (
+            "ringcast_connections_total",
+            "Accepted connections.",
+            sum(workers, |w| w.connections_total.load(Relaxed)),
+        ),
+        (
+            "ringcast_events_published_total",
+            "Events sequenced and acknowledged.",
+            global.events_published.load(Relaxed),
+        ),
+        (
+            "ringcast_frames_delivered_total",
+            "Event frames written to subscribers.",
+            sum(workers, |w| w.frames_delivered.load(Relaxed)),
+        ),
+        (
+            "ringcast_bytes_written_total",
+            "Bytes written to sockets.",
+            sum(workers, |w| w.bytes_written.load(Relaxed)),
+        ),
+        (
+            "ringcast_slow_disconnects_total",
+            "Subscribers closed for exceeding sse.max_pending_bytes.",
+            sum(workers, |w| w.slow_disconnects.load(Relaxed)),
+        ),
+        (
+            "ringcast_stall_disconnects_total",
+            "Subscribers closed after sse.write_stall_ms without progress.",
+            sum(workers, |w| w.stall_disconnects.load(Relaxed)),
+        ),
+        (
+            "ringcast_conflated_events_total",
+            "Pending events replaced by a newer one of their topic.",
+            sum(workers, |w| w.conflated.load(Relaxed)),
+        ),
+        (
+            "ringcast_resyncs_total",
+            "Resync frames sent to resuming subscribers.",
+            sum(workers, |w| w.resyncs.load(Relaxed)),
+        ),
+        (
+            "ringcast_heartbeats_total",
+            "Heartbeat comments written.",
+            sum(workers, |w| w.heartbeats.load(Relaxed)),
+        ),
+        (
+            "ringcast_ingest_ring_full_total",
+            "Times the sequencer waited on a full worker ring (back-pressure).",
+            global.ring_full.load(Relaxed),
+        ),
+        (
+            "ringcast_publish_rejected_total",
+            "Publish requests answered 503 because the publish queue was full.",
+            global.publish_rejected.load(Relaxed),
+        ),
+        (
+            "ringcast_shed_total",
+            "Subscriptions turned away for global capacity or draining.",
+            global.shed.load(Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-    };
-    let _ = writeln!(
-        s,
-        "# HELP ringcast_connections_active Open connections per worker.\n# TYPE ringcast_connections_active gauge"
-    );
-    for (i, w) in workers.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "ringcast_connections_active{{worker=\"{i}\"}} {}",
-            w.connections_active.load(Relaxed)
-        );
     }
-    let _ = writeln!(
-        s,
-        "# HELP ringcast_subscribers_active Open event streams per worker.\n# TYPE ringcast_subscribers_active gauge"
-    );
-    for (i, w) in workers.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "ringcast_subscribers_active{{worker=\"{i}\"}} {}",
-            w.subscribers_active.load(Relaxed)
-        );
-    }
-    counter(
-        &mut s,
-        "ringcast_connections_total",
-        "Accepted connections.",
-        sum(workers, |w| w.connections_total.load(Relaxed)),
-    );
-    counter(
-        &mut s,
-        "ringcast_events_published_total",
-        "Events sequenced and acknowledged.",
-        global.events_published.load(Relaxed),
-    );
-    counter(
-        &mut s,
-        "ringcast_frames_delivered_total",
-        "Event frames written to subscribers.",
-        sum(workers, |w| w.frames_delivered.load(Relaxed)),
-    );
-    counter(
-        &mut s,
-        "ringcast_bytes_written_total",
-        "Bytes written to sockets.",
-        sum(workers, |w| w.bytes_written.load(Relaxed)),
-    );
-    counter(
-        &mut s,
-        "ringcast_slow_disconnects_total",
-        "Subscribers closed for exceeding sse.max_pending_bytes.",
-        sum(workers, |w| w.slow_disconnects.load(Relaxed)),
-    );
-    counter(
-        &mut s,
-        "ringcast_stall_disconnects_total",
-        "Subscribers closed after sse.write_stall_ms without progress.",
-        sum(workers, |w| w.stall_disconnects.load(Relaxed)),
-    );
-    counter(
-        &mut s,
-        "ringcast_conflated_events_total",
-        "Pending events replaced by a newer one of their topic.",
-        sum(workers, |w| w.conflated.load(Relaxed)),
-    );
-    counter(
-        &mut s,
-        "ringcast_resyncs_total",
-        "Resync frames sent to resuming subscribers.",
-        sum(workers, |w| w.resyncs.load(Relaxed)),
-    );
-    counter(
-        &mut s,
-        "ringcast_heartbeats_total",
-        "Heartbeat comments written.",
-        sum(workers, |w| w.heartbeats.load(Relaxed)),
-    );
-    counter(
-        &mut s,
-        "ringcast_ingest_ring_full_total",
-        "Times the sequencer waited on a full worker ring (back-pressure).",
-        global.ring_full.load(Relaxed),
-    );
-    counter(
-        &mut s,
-        "ringcast_publish_rejected_total",
-        "Publish requests answered 503 because the publish queue was full.",
-        global.publish_rejected.load(Relaxed),
-    );
-    counter(
-        &mut s,
-        "ringcast_shed_total",
-        "Subscriptions turned away for global capacity or draining.",
-        global.shed.load(Relaxed),
-    );
     let _ = writeln!(
         s,
         "# HELP ringcast_http_responses_total HTTP responses by status.\n# TYPE ringcast_http_responses_total counter"
