@@ -21,7 +21,7 @@ done
 [ -n "${addr:-}" ] || { cat "$tmp/err"; echo "load-smoke: server did not start"; exit 1; }
 
 timeout 60 target/release/ringcast-load --addr "$addr" --subscribers 300 --topics 5 \
-  --events 3000 --inflight 16 --server-pid "$server" --timeout-s 45 --json | tee "$tmp/report.json"
+  --events 3000 --inflight 16 --source-ips 3 --server-pid "$server" --timeout-s 45 --json | tee "$tmp/report.json"
 python3 - "$tmp/report.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))

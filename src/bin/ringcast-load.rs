@@ -37,9 +37,18 @@ struct Args {
     /// Events per second over all topics; 0 = as fast as acknowledged.
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    /// Publish requests in flight (pipelined over min(inflight, topics) connections).
+    /// Publish requests in flight, one per publishing connection (each
+    /// connection keeps its own per-topic sequence, so order is checked per
+    /// publisher, which is the order a server can promise).
     #[arg(long, default_value_t = 1)]
     inflight: usize,
+    /// Requests pipelined on each publishing connection.
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Spread subscriber connections over this many 127.0.0.x source
+    /// addresses (0 = only when one address's ephemeral ports run out).
+    #[arg(long, default_value_t = 0)]
+    source_ips: usize,
     /// Payload bytes per event (at least the header).
     #[arg(long, default_value_t = 100)]
     size: usize,
@@ -61,6 +70,10 @@ struct Args {
     /// Only connect (connection storm / idle memory); publish nothing.
     #[arg(long)]
     connect_only: bool,
+    /// With --connect-only: hold the connections this long before taking
+    /// the server's RSS (lets it settle).
+    #[arg(long, default_value_t = 0.0)]
+    hold_s: f64,
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
@@ -92,9 +105,13 @@ struct Stats {
     connected: Cell<usize>,
     connect_errors: Cell<usize>,
     done_subscribers: Cell<usize>,
+    /// Events missing from streams that ended before delivering them all.
+    ended_short: Cell<u64>,
     latency_us: RefCell<Option<Histogram<u64>>>,
     ttfb_us: RefCell<Option<Histogram<u64>>>,
     changed: LocalNotify,
+    /// Never notified: keeps idle and stalled connections' tasks alive.
+    hold: LocalNotify,
 }
 
 fn hist() -> Histogram<u64> {
@@ -147,9 +164,10 @@ impl Dechunk {
     }
 }
 
-/// Per-subscriber stream state: sequence tracking for one topic.
+/// Per-subscriber stream state: sequence tracking for one topic, per
+/// publishing connection.
 struct Tracker {
-    last_seq: u64,
+    last_seq: Vec<u64>,
     received: u64,
 }
 
@@ -171,21 +189,26 @@ fn parse_events(body: &mut Vec<u8>, t: &mut Tracker, stats: &Stats, base: Instan
                     .unwrap_or(0)
             };
             let _topic = num(it.next());
+            let publisher = num(it.next()) as usize;
             let seq = num(it.next());
             let ts = num(it.next());
+            if publisher >= t.last_seq.len() {
+                t.last_seq.resize(publisher + 1, 0);
+            }
+            let last = &mut t.last_seq[publisher];
             let now = base.elapsed().as_micros() as u64;
             record(&stats.latency_us, now.saturating_sub(ts));
             stats.delivered.set(stats.delivered.get() + 1);
             t.received += 1;
-            if seq == t.last_seq {
+            if seq == *last {
                 stats.dup.set(stats.dup.get() + 1);
-            } else if seq < t.last_seq {
+            } else if seq < *last {
                 stats.reordered.set(stats.reordered.get() + 1);
             } else {
-                if seq > t.last_seq + 1 {
-                    stats.lost.set(stats.lost.get() + (seq - t.last_seq - 1));
+                if seq > *last + 1 {
+                    stats.lost.set(stats.lost.get() + (seq - *last - 1));
                 }
-                t.last_seq = seq;
+                *last = seq;
             }
         }
         start += end + 2;
@@ -193,22 +216,85 @@ fn parse_events(body: &mut Vec<u8>, t: &mut Tracker, stats: &Stats, base: Instan
     body.drain(..start);
 }
 
+/// Connects to `addr`, from `source` (any free port) when given: past one
+/// address's ephemeral ports, a loopback client needs more source addresses.
+/// A stalled subscriber also shrinks its receive buffer (when `rcvbuf` is
+/// given), like a stuck mobile client, so the server's writes block soon.
+async fn connect_from(
+    addr: SocketAddr,
+    source: Option<std::net::Ipv4Addr>,
+    rcvbuf: Option<usize>,
+) -> std::io::Result<TcpStream> {
+    if source.is_none() && rcvbuf.is_none() {
+        return TcpStream::connect_addr(addr).await;
+    }
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(bytes) = rcvbuf {
+        sock.set_recv_buffer_size(bytes)?;
+    }
+    if let Some(ip) = source {
+        // Binding a specific address reserves the port on that address
+        // only, so each source address has the whole ephemeral range.
+        sock.bind(&SockAddr::from(SocketAddr::from((ip, 0))))?;
+    }
+    sock.set_nonblocking(true)?;
+    match sock.connect(&SockAddr::from(addr)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(std::net::TcpStream::from(sock))?;
+    stream.writable(false).await?;
+    // A failed connect leaves the socket unconnected; this surfaces why not.
+    stream.peer_addr()?;
+    Ok(stream)
+}
+
+/// The ephemeral ports one source address can use toward one server port.
+fn ephemeral_ports() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<usize>().ok());
+            Some(it.next()??..=it.next()??)
+        })
+        .map(|r| r.count())
+        .unwrap_or(28_000)
+}
+
 fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// One subscriber to open.
+struct SubSpec {
+    idx: usize,
+    /// Events it should receive.
+    expected: u64,
+    /// Never reads after the response head.
+    stalled: bool,
+    /// Source address to connect from, if spreading.
+    source: Option<std::net::Ipv4Addr>,
 }
 
 async fn subscriber(
     args: Rc<Args>,
     stats: Rc<Stats>,
-    idx: usize,
+    spec: SubSpec,
     base: Instant,
-    expected: u64,
-    stalled: bool,
     gate: Rc<Cell<usize>>,
 ) {
+    let SubSpec {
+        idx,
+        expected,
+        stalled,
+        source,
+    } = spec;
     let topic = idx % args.topics;
     let t0 = Instant::now();
-    let stream = match TcpStream::connect_addr(args.addr).await {
+    let rcvbuf = stalled.then_some(4096);
+    let stream = match connect_from(args.addr, source, rcvbuf).await {
         Ok(s) => s,
         Err(_) => {
             stats.connect_errors.set(stats.connect_errors.get() + 1);
@@ -254,12 +340,14 @@ async fn subscriber(
     let chunked = head.contains("transfer-encoding: chunked");
     if stalled || args.connect_only {
         // Hold the connection open, reading nothing, until the run ends.
-        std::future::pending::<()>().await;
+        // (Not `std::future::pending()`: a monoio task that no waker refers
+        // to is freed, which would drop, and so close, the connection.)
+        stats.hold.until(|| false).await;
     }
     let mut dechunk = Dechunk::default();
     let mut body = Vec::new();
     let mut tracker = Tracker {
-        last_seq: 0,
+        last_seq: Vec::new(),
         received: 0,
     };
     let rest = buf.split_off(head_end);
@@ -284,15 +372,20 @@ async fn subscriber(
                 }
                 parse_events(&mut body, &mut tracker, &stats, base);
             }
-            _ => break,
+            _ => {
+                let missing = expected.saturating_sub(tracker.received);
+                stats.ended_short.set(stats.ended_short.get() + missing);
+                break;
+            }
         }
     }
     stats.done_subscribers.set(stats.done_subscribers.get() + 1);
     stats.changed.notify();
 }
 
-/// One publishing connection: pipelines up to `window` requests for its
-/// topics, in order, so per-topic sequence numbers stay in order.
+/// One publishing connection: publishes every `conns`-th event (round-robin
+/// over the topics), pipelining up to `window` requests. Each event carries
+/// this connection's index and its own per-topic sequence number.
 async fn publisher(
     args: Rc<Args>,
     stats: Rc<Stats>,
@@ -370,10 +463,10 @@ async fn publisher(
     let mut seqs = vec![0u64; args.topics];
     let start = Instant::now();
     for e in 0..args.events {
-        let topic = (e % args.topics as u64) as usize;
-        if topic % conns != conn_idx {
+        if e % conns as u64 != conn_idx as u64 {
             continue;
         }
+        let topic = (e % args.topics as u64) as usize;
         if let Some(ns) = (e * 1_000_000_000).checked_div(args.rate) {
             let due = start + Duration::from_nanos(ns);
             let now = Instant::now();
@@ -387,7 +480,7 @@ async fn publisher(
         }
         seqs[topic] += 1;
         let ts = base.elapsed().as_micros() as u64;
-        let data = format!("L {topic} {} {ts} {pad}", seqs[topic]);
+        let data = format!("L {topic} {conn_idx} {} {ts} {pad}", seqs[topic]);
         let req = format!(
             "POST {} HTTP/1.1\r\nHost: load\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{data}",
             args.pub_path(topic),
@@ -455,6 +548,7 @@ async fn run(args: Rc<Args>) -> String {
     let base = Instant::now();
     let deadline = base + Duration::from_secs(args.timeout_s);
     let rss0 = args.server_pid.and_then(proc_rss_kib);
+    let cpu_start = args.server_pid.and_then(proc_cpu_s);
     let n = args.subscribers;
     let stalled_every = if args.stalled_pct > 0.0 {
         (100.0 / args.stalled_pct).round().max(1.0) as usize
@@ -466,6 +560,14 @@ async fn run(args: Rc<Args>) -> String {
         let tt = args.topics as u64;
         e / tt + u64::from((t as u64) < e % tt)
     };
+    // Source addresses: as many as the ephemeral port range needs (with a
+    // margin for other sockets), or as asked; at most 127.0.0.1-127.0.0.254.
+    let spread = if args.source_ips > 0 {
+        args.source_ips
+    } else {
+        n.div_ceil(ephemeral_ports() * 9 / 10)
+    }
+    .clamp(1, 254);
     // Connect, bounded concurrency.
     let gate = Rc::new(Cell::new(0usize));
     let t_connect = Instant::now();
@@ -483,13 +585,19 @@ async fn run(args: Rc<Args>) -> String {
             readers += 1;
             expected_total += per_topic(i % args.topics);
         }
+        let source =
+            (spread > 1).then(|| std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % spread) as u8));
+        let spec = SubSpec {
+            idx: i,
+            expected: per_topic(i % args.topics),
+            stalled,
+            source,
+        };
         monoio::spawn(subscriber(
             args.clone(),
             stats.clone(),
-            i,
+            spec,
             base,
-            per_topic(i % args.topics),
-            stalled,
             gate.clone(),
         ));
     }
@@ -502,12 +610,16 @@ async fn run(args: Rc<Args>) -> String {
         }
     }
     let connect_s = t_connect.elapsed().as_secs_f64();
+    let cpu_connect = args.server_pid.and_then(proc_cpu_s);
+    if args.connect_only && args.hold_s > 0.0 {
+        monoio::time::sleep(Duration::from_secs_f64(args.hold_s)).await;
+    }
     let rss1 = args.server_pid.and_then(proc_rss_kib);
     let cpu0 = args.server_pid.and_then(proc_cpu_s);
     let t_pub = Instant::now();
     if !args.connect_only {
-        let conns = args.inflight.min(args.topics).max(1);
-        let window = args.inflight.div_ceil(conns).max(1);
+        let conns = args.inflight.max(1);
+        let window = args.pipeline.max(1);
         for c in 0..conns {
             monoio::spawn(publisher(
                 args.clone(),
@@ -531,6 +643,12 @@ async fn run(args: Rc<Args>) -> String {
     let lat = stats.latency_us.borrow_mut().take().unwrap_or_else(hist);
     let ttfb = stats.ttfb_us.borrow_mut().take().unwrap_or_else(hist);
     let unfinished = readers.saturating_sub(stats.done_subscribers.get()) as u64;
+    let cpu_per_conn_us = match (cpu_start, cpu_connect) {
+        (Some(a), Some(b)) if stats.connected.get() > 0 => {
+            Some((b - a) / stats.connected.get() as f64 * 1e6)
+        }
+        _ => None,
+    };
     let cpu_per_m = match (cpu0, cpu1) {
         (Some(a), Some(b)) if delivered > 0 => Some((b - a) / delivered as f64 * 1e6),
         _ => None,
@@ -544,9 +662,12 @@ async fn run(args: Rc<Args>) -> String {
     serde_json::json!({
         "server": args.server,
         "subscribers": n,
+        "source_ips": spread,
+        "publishers": args.inflight.max(1),
         "connected": stats.connected.get(),
         "connect_errors": stats.connect_errors.get(),
         "connects_per_s": stats.connected.get() as f64 / connect_s,
+        "server_cpu_us_per_connect": cpu_per_conn_us,
         "ttfb_p50_ms": ttfb.value_at_quantile(0.5) as f64 / 1000.0,
         "ttfb_p99_ms": ttfb.value_at_quantile(0.99) as f64 / 1000.0,
         "topics": args.topics,
@@ -560,8 +681,15 @@ async fn run(args: Rc<Args>) -> String {
         "latency_p99_ms": lat.value_at_quantile(0.99) as f64 / 1000.0,
         "latency_p999_ms": lat.value_at_quantile(0.999) as f64 / 1000.0,
         "latency_max_ms": lat.max() as f64 / 1000.0,
-        "lost": if args.connect_only { 0 } else { expected_total.saturating_sub(delivered - stats.dup.get() - stats.reordered.get()) },
+        // Lost: skipped in a stream that went on, or missing from a stream
+        // that ended. Not yet delivered when the run's time ran out is
+        // reported apart (a slow server, not a lossy one).
+        "lost": stats.lost.get() + stats.ended_short.get(),
         "sequence_gaps": stats.lost.get(),
+        "undelivered_at_deadline": if args.connect_only { 0 } else {
+            expected_total.saturating_sub(delivered - stats.dup.get() - stats.reordered.get())
+                .saturating_sub(stats.lost.get() + stats.ended_short.get())
+        },
         "unfinished_subscribers": unfinished,
         "duplicated": stats.dup.get(),
         "reordered": stats.reordered.get(),
