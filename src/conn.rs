@@ -150,6 +150,15 @@ impl Conn {
         self.worker_pending.set(self.worker_pending.get() - n);
     }
 
+    /// Frees the queue's array when it is empty (before the task goes idle),
+    /// so an idle subscriber holds no queue memory.
+    pub fn release_idle_queue(&self) {
+        let mut q = self.queue.borrow_mut();
+        if q.is_empty() && q.capacity() > 0 {
+            *q = VecDeque::new();
+        }
+    }
+
     /// Wakes the connection's task if it waits.
     pub fn wake(&self) {
         if let Some(w) = self.waker.take() {

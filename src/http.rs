@@ -20,13 +20,25 @@ use crate::sequencer::{PublishReq, SeqMsg};
 use crate::worker::{AckCell, Worker};
 
 /// Removes the connection from its worker however the task ends.
-struct Registration<'a> {
-    w: &'a Worker,
+pub struct Registration {
+    w: Rc<Worker>,
     conn: Rc<Conn>,
     ip: Option<std::net::IpAddr>,
 }
 
-impl Drop for Registration<'_> {
+impl Registration {
+    /// The worker that owns the connection.
+    pub fn worker(&self) -> &Worker {
+        &self.w
+    }
+
+    /// The connection's shared state.
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+}
+
+impl Drop for Registration {
     fn drop(&mut self) {
         self.w.unregister(&self.conn);
         if let Some(ip) = self.ip {
@@ -65,8 +77,8 @@ pub async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
     let conn = w.register();
     let ip = w.shared.track_ip(peer.ip());
     let over_ip_limit = ip.is_none() && w.shared.cfg.limits.max_connections_per_ip > 0;
-    let _reg = Registration {
-        w: &w,
+    let reg = Registration {
+        w: w.clone(),
         conn: conn.clone(),
         ip,
     };
@@ -116,7 +128,15 @@ pub async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
             // The request buffer is not needed by a stream; an idle
             // subscriber should not carry kilobytes of it for its lifetime.
             drop(buf);
-            return Box::pin(crate::stream::subscribe(&w, &conn, stream, head, &cors)).await;
+            let streaming =
+                Box::pin(crate::stream::subscribe(&w, &conn, stream, head, &cors)).await;
+            if let Some(stream) = streaming {
+                // The stream lives on in a task of its own that holds only
+                // what streaming needs: this task's request-handling state
+                // (kilobytes) is freed now, not at disconnect.
+                monoio::spawn(crate::stream::run(reg, stream));
+            }
+            return;
         }
         // Read the body, if any, under the same deadline as the head.
         let body = match read_body(&w, &mut stream, &conn, &head, buf).await {

@@ -5,12 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mimalloc::MiMalloc;
 use ringcast::config::{Config, LogFormat, Overrides};
 use ringcast::error::StartError;
-
-#[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
 
 /// Server-Sent Events fan-out engine. Configuration precedence: defaults <
 /// TOML file < RINGCAST_<SECTION>_<KEY> environment < flags.

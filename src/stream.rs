@@ -12,22 +12,30 @@ use monoio::net::TcpStream;
 use crate::conn::{Conn, Phase, Queued, REPLAYED};
 use crate::frame;
 use crate::history::Gap;
-use crate::http::{jittered_retry_ms, queue_raw, shed_bytes};
+use crate::http::{jittered_retry_ms, queue_raw, shed_bytes, Registration};
 use crate::request::{self, Head, Method};
 use crate::response;
 use crate::sequencer::{epoch_first_id, now_ns, Event};
 use crate::worker::Worker;
 use crate::write::Batch;
 
-/// Handles `GET`/`HEAD /events` on `conn`; consumes the connection.
-pub async fn subscribe(w: &Worker, conn: &Conn, mut stream: TcpStream, head: Head, cors: &str) {
+/// Handles `GET`/`HEAD /events` on `conn`: answers refusals and errors
+/// itself, or registers the subscription, queues the head, `retry:` and
+/// catch-up, and hands back the stream for [`run`].
+pub async fn subscribe(
+    w: &Worker,
+    conn: &Conn,
+    mut stream: TcpStream,
+    head: Head,
+    cors: &str,
+) -> Option<TcpStream> {
     let cfg = &w.shared.cfg;
     let q = match request::parse_subscribe(&head.query, cfg.limits.topics_per_subscription) {
         Ok(q) => q,
         Err(e) => {
             w.metrics.response(e.status());
             let _ = stream.write_all(response::error(&e, cors, false)).await;
-            return;
+            return None;
         }
     };
     let refusal = if w.draining.get() || w.shared.draining.load(Relaxed) {
@@ -42,14 +50,14 @@ pub async fn subscribe(w: &Worker, conn: &Conn, mut stream: TcpStream, head: Hea
         w.metrics.response(200);
         tracing::debug!(conn = conn.id, why, "subscription turned away");
         let _ = stream.write_all(shed_bytes(w, cors, why)).await;
-        return;
+        return None;
     }
     w.metrics.response(200);
     if head.method == Method::Head {
         let _ = stream
             .write_all(response::event_stream_head(cors).into_bytes())
             .await;
-        return;
+        return None;
     }
     let mut prelude = response::event_stream_head(cors).into_bytes();
     prelude.extend_from_slice(&frame::retry(cfg.sse.retry_ms, None));
@@ -92,7 +100,7 @@ pub async fn subscribe(w: &Worker, conn: &Conn, mut stream: TcpStream, head: Hea
         topics = conn.patterns.borrow().len(),
         "subscribed"
     );
-    run(w, conn, stream).await;
+    Some(stream)
 }
 
 /// What a new subscriber receives before the live stream.
@@ -169,8 +177,13 @@ async fn watch_eof(mut rd: OwnedReadHalf<TcpStream>) {
     }
 }
 
-/// The write loop of one event stream.
-async fn run(w: &Worker, conn: &Conn, stream: TcpStream) {
+/// The write loop of one event stream, as a task of its own; dropping the
+/// registration at the end unsubscribes and frees the connection.
+pub async fn run(reg: Registration, stream: TcpStream) {
+    write_loop(reg.worker(), reg.conn(), stream).await;
+}
+
+async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
     let (rd, mut wr) = stream.into_split();
     let eof = watch_eof(rd);
     let mut eof = std::pin::pin!(eof);
@@ -194,6 +207,8 @@ async fn run(w: &Worker, conn: &Conn, stream: TcpStream) {
             continue;
         }
         if idle {
+            batch.release();
+            conn.release_idle_queue();
             let gone = monoio::select! {
                 _ = &mut eof => true,
                 _ = conn.work() => false,
