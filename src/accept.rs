@@ -19,10 +19,45 @@ fn socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
     s.set_reuse_address(true)?;
     if reuse_port {
         s.set_reuse_port(true)?;
+        // Accepted sockets inherit TCP_NODELAY from the listener on Linux,
+        // which saves a setsockopt per connection; frames are written whole,
+        // so Nagle would only delay the second of two quick writes.
+        s.set_tcp_nodelay(true)?;
+        defer_accept(&s, DEFER_ACCEPT_S)?;
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(s)
+}
+
+/// Seconds the kernel may hold a connection whose request has not arrived.
+const DEFER_ACCEPT_S: libc::c_int = 5;
+
+/// `TCP_DEFER_ACCEPT`: the kernel hands over a connection once its first
+/// bytes (the request) have arrived, so the first read completes at once
+/// instead of arming a poll and waking the worker a second time. A client
+/// that sends nothing is still accepted after the period (and then meets
+/// `limits.header_timeout_ms`).
+fn defer_accept(s: &Socket, seconds: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is a live socket owned by `s` for the whole call; the
+    // option value is a valid `c_int` on the stack and its exact size is
+    // passed, which is what TCP_DEFER_ACCEPT reads.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&seconds as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Binds `n` listeners on `addr`. A port already used by anyone (even

@@ -73,7 +73,7 @@ async fn read_more(stream: &mut TcpStream, conn: &Conn, mut buf: Vec<u8>, limit:
 
 /// Serves one accepted connection until it closes.
 pub async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY is inherited from the listener (see accept.rs).
     let conn = w.register();
     let ip = w.shared.track_ip(peer.ip());
     let over_ip_limit = ip.is_none() && w.shared.cfg.limits.max_connections_per_ip > 0;

@@ -92,12 +92,18 @@ impl LocalNotify {
     }
 
     /// Waits until `cond` holds, re-checking after each notification.
+    /// A task already waiting is not added again, so a loop that re-creates
+    /// this future (the accept loop does, once per connection) keeps the
+    /// list at one entry per task instead of growing without bound.
     pub async fn until(&self, cond: impl Fn() -> bool) {
         poll_fn(|cx| {
             if cond() {
                 Poll::Ready(())
             } else {
-                self.waiters.borrow_mut().push(cx.waker().clone());
+                let mut waiters = self.waiters.borrow_mut();
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
         })
@@ -387,4 +393,26 @@ pub async fn yield_now() {
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::Context;
+
+    #[test]
+    fn until_registers_a_waiting_task_once() {
+        let n = LocalNotify::default();
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..1000 {
+            let mut f = std::pin::pin!(n.until(|| false));
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(n.waiters.borrow().len(), 1);
+        n.notify();
+        assert!(n.waiters.borrow().is_empty());
+        let mut f = std::pin::pin!(n.until(|| true));
+        assert!(f.as_mut().poll(&mut cx).is_ready());
+    }
 }

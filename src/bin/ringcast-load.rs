@@ -110,8 +110,6 @@ struct Stats {
     latency_us: RefCell<Option<Histogram<u64>>>,
     ttfb_us: RefCell<Option<Histogram<u64>>>,
     changed: LocalNotify,
-    /// Never notified: keeps idle and stalled connections' tasks alive.
-    hold: LocalNotify,
 }
 
 fn hist() -> Histogram<u64> {
@@ -341,8 +339,9 @@ async fn subscriber(
     if stalled || args.connect_only {
         // Hold the connection open, reading nothing, until the run ends.
         // (Not `std::future::pending()`: a monoio task that no waker refers
-        // to is freed, which would drop, and so close, the connection.)
-        stats.hold.until(|| false).await;
+        // to is freed, which would drop, and so close, the connection. The
+        // timer keeps this one's waker past the run's end.)
+        monoio::time::sleep(Duration::from_secs(args.timeout_s + 60)).await;
     }
     let mut dechunk = Dechunk::default();
     let mut body = Vec::new();
@@ -549,6 +548,7 @@ async fn run(args: Rc<Args>) -> String {
     let deadline = base + Duration::from_secs(args.timeout_s);
     let rss0 = args.server_pid.and_then(proc_rss_kib);
     let cpu_start = args.server_pid.and_then(proc_cpu_s);
+    let self_start = proc_cpu_s(std::process::id());
     let n = args.subscribers;
     let stalled_every = if args.stalled_pct > 0.0 {
         (100.0 / args.stalled_pct).round().max(1.0) as usize
@@ -611,6 +611,7 @@ async fn run(args: Rc<Args>) -> String {
     }
     let connect_s = t_connect.elapsed().as_secs_f64();
     let cpu_connect = args.server_pid.and_then(proc_cpu_s);
+    let self_connect = proc_cpu_s(std::process::id());
     if args.connect_only && args.hold_s > 0.0 {
         monoio::time::sleep(Duration::from_secs_f64(args.hold_s)).await;
     }
@@ -639,6 +640,12 @@ async fn run(args: Rc<Args>) -> String {
     }
     let publish_s = t_pub.elapsed().as_secs_f64();
     let cpu1 = args.server_pid.and_then(proc_cpu_s);
+    let self_end = proc_cpu_s(std::process::id());
+    // Busy share of one core, to tell which side limited a phase.
+    let util = |a: Option<f64>, b: Option<f64>, secs: f64| match (a, b) {
+        (Some(a), Some(b)) if secs > 0.0 => Some((b - a) / secs),
+        _ => None,
+    };
     let delivered = stats.delivered.get();
     let lat = stats.latency_us.borrow_mut().take().unwrap_or_else(hist);
     let ttfb = stats.ttfb_us.borrow_mut().take().unwrap_or_else(hist);
@@ -668,6 +675,11 @@ async fn run(args: Rc<Args>) -> String {
         "connect_errors": stats.connect_errors.get(),
         "connects_per_s": stats.connected.get() as f64 / connect_s,
         "server_cpu_us_per_connect": cpu_per_conn_us,
+        "server_connects_per_cpu_s": cpu_per_conn_us.filter(|us| *us > 0.0).map(|us| 1e6 / us),
+        "connect_server_core_util": util(cpu_start, cpu_connect, connect_s),
+        "connect_loadgen_core_util": util(self_start, self_connect, connect_s),
+        "publish_server_core_util": util(cpu0, cpu1, publish_s),
+        "publish_loadgen_core_util": util(self_connect, self_end, publish_s),
         "ttfb_p50_ms": ttfb.value_at_quantile(0.5) as f64 / 1000.0,
         "ttfb_p99_ms": ttfb.value_at_quantile(0.99) as f64 / 1000.0,
         "topics": args.topics,
