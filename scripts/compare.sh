@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 command -v nginx >/dev/null || { echo "compare: install nginx and libnginx-mod-nchan first"; exit 1; }
 mod=$(ls /usr/lib/nginx/modules/ngx_nchan_module.so 2>/dev/null || true)
 [ -n "$mod" ] || { echo "compare: libnginx-mod-nchan is not installed"; exit 1; }
-[ -x target/release/ringcast ] && [ -x target/release/ringcast-load ] || cargo build --release --quiet --bins
+# Always rebuild (a no-op when fresh): stale binaries would be measured.
+cargo build --release --quiet --bins
+cargo build --release --quiet --features chart --bin ringcast-chart
 ulimit -n "$(ulimit -Hn)"
 out=benches/results
 mkdir -p "$out"
@@ -67,76 +69,174 @@ wait_port() {
   echo "compare: port $1 did not open"; return 1
 }
 
-# name | load-generator arguments
+# name | server workers | load-generator arguments [| repetitions]. Latency
+# comparisons between scenarios (c vs f) are repeated and the run with the
+# median p99 is kept: run-to-run noise on this machine is about ±15%. Event counts are sized so
+# that nchan, the slower server, finishes each run well inside the timeout.
+# 19,900 stands for "20k": the hard fd limit here is 20,000 per process.
 scenarios=(
-  "a1k|--subscribers 1000 --topics 1 --events 5000 --inflight 16"
-  "a10k|--subscribers 10000 --topics 1 --events 500 --inflight 16"
-  "a20k|--subscribers 19000 --topics 1 --events 250 --inflight 16"
-  "b10k_100topics|--subscribers 10000 --topics 100 --events 20000 --inflight 16"
-  "c10k_rate|--subscribers 10000 --topics 1 --events 600 --rate 100 --inflight 4"
-  "d20k_idle|--subscribers 19000 --connect-only"
-  "e10k_storm|--subscribers 10000 --connect-only --connect-concurrency 1024"
-  "f10k_1pct_stalled|--subscribers 10000 --topics 1 --events 300 --rate 100 --inflight 4 --stalled-pct 1"
-  "g10_publish_stress|--subscribers 10 --topics 1 --events 50000 --inflight 16"
+  "a1k|1|--subscribers 1000 --topics 1 --events 2000 --inflight 16"
+  "a10k|1|--subscribers 10000 --topics 1 --events 300 --inflight 16"
+  "a20k|1|--subscribers 19900 --topics 1 --events 150 --inflight 16"
+  "a10k_2workers|2|--subscribers 10000 --topics 1 --events 300 --inflight 16"
+  "b10k_100topics|1|--subscribers 10000 --topics 100 --events 20000 --inflight 16"
+  "c10k_rate|1|--subscribers 10000 --topics 1 --events 100 --rate 5 --size 512 --inflight 4|3"
+  "d20k_idle|1|--subscribers 19900 --connect-only --hold-s 3"
+  "e10k_storm|1|--subscribers 10000 --connect-only --connect-concurrency 1024"
+  "f10k_1pct_stalled|1|--subscribers 10000 --topics 1 --events 100 --rate 5 --size 512 --inflight 4 --stalled-pct 1|3"
+  "g10_publish_stress|1|--subscribers 10 --topics 1 --events 50000 --inflight 16"
 )
 want=("$@")
 results="$out/compare.jsonl"
 : >"$results"
 port=18600
 for entry in "${scenarios[@]}"; do
-  name=${entry%%|*}
-  largs=${entry#*|}
+  IFS='|' read -r name workers largs reps <<<"$entry"
   if [ ${#want[@]} -gt 0 ] && [[ ! " ${want[*]} " =~ " $name " ]]; then continue; fi
-  for server in ringcast nchan; do
+  servers="ringcast nchan"
+  # Worker scaling is ringcast's own figure (per server core, against a1k/a10k).
+  [ "$workers" = 1 ] || servers=ringcast
+  for rep in $(seq "${reps:-1}"); do
+  for server in $servers; do
     port=$((port + 1))
     # Both start in the background and set $pid (no subshell: the EXIT trap
     # must stay this shell's).
-    if [ "$server" = nchan ]; then start_nchan "$port"; else start_ringcast "$port" 1 0; fi
+    if [ "$server" = nchan ]; then start_nchan "$port"; else start_ringcast "$port" "$workers" "$(seq -s, 0 $((workers - 1)))"; fi
     pids+=("$pid")
     wait_port "$port"
     # nchan's work happens in nginx's worker process, not the master.
     measured=$pid
     if [ "$server" = nchan ]; then measured=$(pgrep -P "$pid" | head -n1); fi
-    echo "== $name on $server"
+    echo "== $name on $server (run $rep of ${reps:-1})"
     # shellcheck disable=SC2086
     line=$(taskset -c 1 target/release/ringcast-load --addr "127.0.0.1:$port" --server "$server" \
       --server-pid "$measured" --timeout-s 90 --json $largs || echo '{}')
     echo "$line"
-    python3 -c 'import json,sys; d=json.loads(sys.argv[1] or "{}"); d["scenario"]=sys.argv[2]; print(json.dumps(d))' \
-      "$line" "$name" >>"$results"
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1] or "{}"); d["scenario"]=sys.argv[2]; d["rep"]=int(sys.argv[3]); print(json.dumps(d))' \
+      "$line" "$name" "$rep" >>"$results"
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+  done
   done
 done
 
 python3 - "$results" "$out/compare.md" <<'PY'
-import json, sys
+import json, os, platform, subprocess, sys, time
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-by = {}
+# Repeated scenarios: keep the run with the median p99 per server.
+groups = {}
 for r in rows:
-    by.setdefault(r.get("scenario"), {})[r.get("server")] = r
+    groups.setdefault((r.get("scenario"), r.get("server")), []).append(r)
+by = {}
+for (scen, srv), rs in groups.items():
+    rs.sort(key=lambda r: r.get("latency_p99_ms") or 0)
+    by.setdefault(scen, {})[srv] = rs[len(rs) // 2]
+reps = {k: [r.get("latency_p99_ms") for r in v] for k, v in groups.items() if len(v) > 1}
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip() or subprocess.run(cmd, shell=True, capture_output=True, text=True).stderr.strip()
+    except Exception:
+        return "?"
+cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
+nchan_ver = sh("dpkg-query -W -f='${Version}' libnginx-mod-nchan")
 metrics = [
-    ("deliveries_per_s", "deliveries/s", True),
-    ("server_cpu_s_per_million_deliveries", "server CPU s / 1M deliveries", False),
-    ("latency_p50_ms", "p50 ms", False),
-    ("latency_p99_ms", "p99 ms", False),
-    ("connects_per_s", "connects/s", True),
-    ("ttfb_p99_ms", "TTFB p99 ms", False),
-    ("server_rss_bytes_per_connection", "RSS bytes / connection", False),
-    ("lost", "lost", False),
-    ("duplicated", "duplicated", False),
-    ("reordered", "reordered", False),
+    ("deliveries_per_s", "deliveries/s"),
+    ("server_cpu_s_per_million_deliveries", "server CPU s / 1M deliveries"),
+    ("latency_p50_ms", "p50 ms"),
+    ("latency_p90_ms", "p90 ms"),
+    ("latency_p99_ms", "p99 ms"),
+    ("latency_p999_ms", "p99.9 ms"),
+    ("latency_max_ms", "max ms"),
+    ("publish_server_core_util", "server core busy (publish phase)"),
+    ("publish_loadgen_core_util", "load-generator core busy (publish phase)"),
+    ("connects_per_s", "connects/s"),
+    ("ttfb_p99_ms", "TTFB p99 ms"),
+    ("server_cpu_us_per_connect", "server CPU us / connect"),
+    ("server_connects_per_cpu_s", "connects per server CPU-second"),
+    ("connect_server_core_util", "server core busy (connect phase)"),
+    ("connect_loadgen_core_util", "load-generator core busy (connect phase)"),
+    ("server_rss_bytes_per_connection", "server RSS bytes / connection"),
+    ("published", "published"),
+    ("publish_errors", "publish errors"),
+    ("delivered", "delivered"),
+    ("lost", "lost"),
+    ("duplicated", "duplicated"),
+    ("reordered", "reordered"),
+    ("undelivered_at_deadline", "undelivered at deadline"),
 ]
-with open(sys.argv[2], "w") as f:
-    f.write("| scenario | metric | ringcast | nchan | ringcast / nchan |\n|---|---|---|---|---|\n")
-    for scen, servers in by.items():
-        rc, nc = servers.get("ringcast", {}), servers.get("nchan", {})
-        for key, label, _ in metrics:
-            a, b = rc.get(key), nc.get(key)
-            if a is None and b is None:
-                continue
-            ratio = f"{a / b:.2f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "–"
-            fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)
-            f.write(f"| {scen} | {label} | {fmt(a)} | {fmt(b)} | {ratio} |\n")
-print(open(sys.argv[2]).read())
+fmt = lambda v: "–" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
+def get(s, srv, k):
+    return by.get(s, {}).get(srv, {}).get(k)
+def ratio(a, b):
+    return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+out = []
+out.append("# ringcast vs nchan, side by side\n")
+out.append(f"Generated by `scripts/compare.sh` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+           f"commit `{sh('git rev-parse --short HEAD')}`; {cpu}, {os.cpu_count()} cores; "
+           f"Linux {platform.release()}; {sh('nginx -v 2>&1')}, libnginx-mod-nchan "
+           f"{nchan_ver}. "
+           "Each server pinned to core 0 (1 worker / 1 nginx worker process), the load generator to core 1, "
+           "same machine, same run. Raw records: `compare.jsonl`; chart: `compare.png`.\n")
+# Targets (issue 4), computed from this run.
+t = []
+def target(name, value, ok, how):
+    t.append(f"| {name} | {value} | {'met' if ok else 'missed'} | {how} |")
+r = ratio(get("a10k", "ringcast", "server_cpu_s_per_million_deliveries"), get("a10k", "nchan", "server_cpu_s_per_million_deliveries"))
+if r is not None:
+    target("server CPU per delivery, 10k subscribers, 1 topic: ≤ 1/3 of nchan", f"{r:.2f}× nchan", r <= 1/3, "a10k")
+one = get("a10k", "ringcast", "server_cpu_s_per_million_deliveries")
+two = get("a10k_2workers", "ringcast", "server_cpu_s_per_million_deliveries")
+if one and two:
+    per_core = one / two  # deliveries per CPU-second, 2 workers / 1 worker
+    target("2 workers: throughput per server core within 15% of 1 worker", f"{per_core:.2f}× the 1-worker figure", per_core >= 0.85,
+           "deliveries per server CPU-second, a10k_2workers / a10k")
+r = ratio(get("c10k_rate", "ringcast", "latency_p99_ms"), get("c10k_rate", "nchan", "latency_p99_ms"))
+if r is not None:
+    target("p99, 10k subscribers at a moderate rate: ≤ 1/2 of nchan", f"{r:.2f}× nchan", r <= 0.5, "c10k_rate")
+rss = get("d20k_idle", "ringcast", "server_rss_bytes_per_connection")
+r = ratio(rss, get("d20k_idle", "nchan", "server_rss_bytes_per_connection"))
+if rss is not None and r is not None:
+    target("memory per idle subscriber: < 2 KiB and ≤ 1/2 of nchan", f"{rss:.0f} B, {r:.2f}× nchan", rss < 2048 and r <= 0.5, "d20k_idle, server RSS delta / connection")
+r = ratio(get("e10k_storm", "ringcast", "connects_per_s"), get("e10k_storm", "nchan", "connects_per_s"))
+rc = ratio(get("e10k_storm", "ringcast", "server_connects_per_cpu_s"), get("e10k_storm", "nchan", "server_connects_per_cpu_s"))
+if r is not None:
+    lg = get("e10k_storm", "ringcast", "connect_loadgen_core_util")
+    target("connection storm: ≥ 1.5× nchan's accepted connections/s", f"{r:.2f}× observed; {fmt(rc)}× per server CPU-second", r >= 1.5,
+           f"e10k_storm; load generator core {fmt(lg)} busy")
+for srv in ("ringcast", "nchan"):
+    base, stalled = get("c10k_rate", srv, "latency_p99_ms"), get("f10k_1pct_stalled", srv, "latency_p99_ms")
+    if base and stalled:
+        rise = stalled / base - 1
+        if srv == "ringcast":
+            target("1% stalled subscribers: others' p99 rises ≤ 10%", f"{rise * 100:+.0f}% ({fmt(base)} → {fmt(stalled)} ms)", rise <= 0.10,
+                   "f10k_1pct_stalled vs c10k_rate")
+        else:
+            t.append(f"| (nchan, same comparison) | {rise * 100:+.0f}% ({fmt(base)} → {fmt(stalled)} ms) | – | for reference |")
+clean = [s for s in by if "stalled" not in s]
+bad = [(s, srv) for s in clean for srv, r in by[s].items()
+       if any(r.get(k) for k in ("lost", "duplicated", "reordered"))]
+target("zero lost, duplicated or reordered events (no stalled clients)",
+       "none" if not bad else ", ".join(f"{s}/{srv}" for s, srv in bad), not any(srv == "ringcast" for _, srv in bad), "every scenario")
+if reps:
+    out.append("Repeated scenarios (median p99 kept): " + "; ".join(
+        f"{s}/{srv} p99 {', '.join(fmt(x) for x in v)} ms" for (s, srv), v in sorted(reps.items())) + ".\n")
+out.append("## Targets\n")
+out.append("| target | this run | | from |\n|---|---|---|---|")
+out.extend(t)
+out.append("")
+out.append("## All figures\n")
+out.append("| scenario | metric | ringcast | nchan | ringcast / nchan |\n|---|---|---|---|---|")
+for scen, servers in by.items():
+    rc, nc = servers.get("ringcast", {}), servers.get("nchan", {})
+    for key, label in metrics:
+        a, b = rc.get(key), nc.get(key)
+        if a is None and b is None:
+            continue
+        if not a and not b and key not in ("lost", "duplicated", "reordered"):
+            continue
+        rr = ratio(a, b)
+        out.append(f"| {scen} | {label} | {fmt(a)} | {fmt(b)} | {fmt(rr) if rr is not None else '–'} |")
+open(sys.argv[2], "w").write("\n".join(out) + "\n")
+print("\n".join(out))
 PY
+target/release/ringcast-chart "$results" "$out/compare.png"
