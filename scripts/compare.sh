@@ -69,16 +69,17 @@ wait_port() {
   echo "compare: port $1 did not open"; return 1
 }
 
-# name | server workers | load-generator arguments [| repetitions]. Latency
-# comparisons between scenarios (c vs f) are repeated and the run with the
-# median p99 is kept: run-to-run noise on this machine is about ±15%. Event counts are sized so
+# name | server workers | load-generator arguments [| repetitions].
+# Comparisons between scenarios (c vs f, 1 vs 2 workers) are repeated and
+# each figure is the median of the runs: run-to-run noise on this machine is
+# about ±15%. Event counts are sized so
 # that nchan, the slower server, finishes each run well inside the timeout.
 # 19,900 stands for "20k": the hard fd limit here is 20,000 per process.
 scenarios=(
   "a1k|1|--subscribers 1000 --topics 1 --events 2000 --inflight 16"
-  "a10k|1|--subscribers 10000 --topics 1 --events 300 --inflight 16"
+  "a10k|1|--subscribers 10000 --topics 1 --events 300 --inflight 16|3"
   "a20k|1|--subscribers 19900 --topics 1 --events 150 --inflight 16"
-  "a10k_2workers|2|--subscribers 10000 --topics 1 --events 300 --inflight 16"
+  "a10k_2workers|2|--subscribers 10000 --topics 1 --events 300 --inflight 16|3"
   "b10k_100topics|1|--subscribers 10000 --topics 100 --events 20000 --inflight 16"
   "c10k_rate|1|--subscribers 10000 --topics 1 --events 100 --rate 5 --size 512 --inflight 4|3"
   "d20k_idle|1|--subscribers 19900 --connect-only --hold-s 3"
@@ -123,15 +124,21 @@ done
 python3 - "$results" "$out/compare.md" <<'PY'
 import json, os, platform, subprocess, sys, time
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-# Repeated scenarios: keep the run with the median p99 per server.
+# Repeated scenarios: every numeric figure is the median over the runs.
 groups = {}
 for r in rows:
     groups.setdefault((r.get("scenario"), r.get("server")), []).append(r)
+def median_record(rs):
+    m = dict(rs[0])
+    for k, v in rs[0].items():
+        vals = sorted(r[k] for r in rs if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool))
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and vals:
+            m[k] = vals[len(vals) // 2]
+    return m
 by = {}
 for (scen, srv), rs in groups.items():
-    rs.sort(key=lambda r: r.get("latency_p99_ms") or 0)
-    by.setdefault(scen, {})[srv] = rs[len(rs) // 2]
-reps = {k: [r.get("latency_p99_ms") for r in v] for k, v in groups.items() if len(v) > 1}
+    by.setdefault(scen, {})[srv] = median_record(rs)
+reps = {k: v for k, v in groups.items() if len(v) > 1}
 def sh(cmd):
     try:
         return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip() or subprocess.run(cmd, shell=True, capture_output=True, text=True).stderr.strip()
@@ -218,8 +225,10 @@ bad = [(s, srv) for s in clean for srv, r in by[s].items()
 target("zero lost, duplicated or reordered events (no stalled clients)",
        "none" if not bad else ", ".join(f"{s}/{srv}" for s, srv in bad), not any(srv == "ringcast" for _, srv in bad), "every scenario")
 if reps:
-    out.append("Repeated scenarios (median p99 kept): " + "; ".join(
-        f"{s}/{srv} p99 {', '.join(fmt(x) for x in v)} ms" for (s, srv), v in sorted(reps.items())) + ".\n")
+    out.append("Repeated scenarios (figures are medians; p99 of each run): " + "; ".join(
+        f"{s}/{srv} p99 {', '.join(fmt(r.get('latency_p99_ms')) for r in v)} ms, CPU/1M "
+        f"{', '.join(fmt(r.get('server_cpu_s_per_million_deliveries')) for r in v)} s"
+        for (s, srv), v in sorted(reps.items())) + ".\n")
 out.append("## Targets\n")
 out.append("| target | this run | | from |\n|---|---|---|---|")
 out.extend(t)

@@ -39,25 +39,13 @@ const DEFER_ACCEPT_S: libc::c_int = 5;
 /// that sends nothing is still accepted after the period (and then meets
 /// `limits.header_timeout_ms`).
 fn defer_accept(s: &Socket, seconds: libc::c_int) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the fd is a live socket owned by `s` for the whole call; the
-    // option value is a valid `c_int` on the stack and its exact size is
-    // passed, which is what TCP_DEFER_ACCEPT reads.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&seconds as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    use std::os::fd::AsFd;
+    crate::sys::set_int_sockopt(
+        s.as_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_DEFER_ACCEPT,
+        seconds,
+    )
 }
 
 /// Binds `n` listeners on `addr`. A port already used by anyone (even

@@ -54,6 +54,13 @@ fn run(cli: Cli) -> Result<(), StartError> {
     let cfg = Config::load(&overrides, std::env::vars())?;
     init_logs(&cfg);
     match ringcast::sys::raise_nofile_limit() {
+        Ok(n) if (n as usize) < cfg.limits.max_connections.saturating_add(64) => tracing::warn!(
+            nofile = n,
+            max_connections = cfg.limits.max_connections,
+            "the open-files limit is below limits.max_connections: accepts will fail with \
+             EMFILE near {n} connections; raise LimitNOFILE (tuning/ringcast.service) or \
+             lower limits.max_connections"
+        ),
         Ok(n) => tracing::debug!(nofile = n, "open-files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }

@@ -24,11 +24,49 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// Sets an integer socket option that `socket2` does not wrap
+/// (`TCP_DEFER_ACCEPT`, `IP_BIND_ADDRESS_NO_PORT`).
+#[allow(unsafe_code)]
+pub fn set_int_sockopt(
+    fd: std::os::fd::BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `fd` is borrowed, so it stays open for the whole call; the
+    // option value is a valid `c_int` on the stack and its exact size is
+    // passed, which is what integer options read.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn raises_to_hard_limit() {
         let n = super::raise_nofile_limit().unwrap();
         assert!(n >= 1024);
+    }
+
+    #[test]
+    fn sets_and_rejects_socket_options() {
+        use std::os::fd::AsFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        super::set_int_sockopt(l.as_fd(), libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 5).unwrap();
+        let unknown = super::set_int_sockopt(l.as_fd(), libc::IPPROTO_TCP, 9999, 1);
+        assert!(unknown.is_err());
     }
 }

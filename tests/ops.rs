@@ -195,3 +195,38 @@ fn per_ip_limit_is_429_with_retry_after() {
     // Operations endpoints stay reachable for monitoring.
     assert_eq!(get(s.addr(), "/healthz").status, 200);
 }
+
+/// An operator whose fd limit cannot hold `limits.max_connections` is told so
+/// at start-up, naming the setting to change; one whose limit fits is not.
+#[test]
+fn warns_when_the_fd_limit_is_below_max_connections() {
+    let hard = std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .unwrap();
+    let above = hard
+        .parse::<u64>()
+        .map_or(u64::MAX / 2, |h| h + 1000)
+        .to_string();
+    let s = Server::start_with(
+        "",
+        &["--workers", "1"],
+        &[("RINGCAST_LIMITS_MAX_CONNECTIONS", &above)],
+    );
+    let log = s.stderr.lock().unwrap().clone();
+    assert!(
+        log.contains("open-files limit is below limits.max_connections")
+            && log.contains("LimitNOFILE"),
+        "{log}"
+    );
+    drop(s);
+    let s = Server::start_with(
+        "",
+        &["--workers", "1"],
+        &[("RINGCAST_LIMITS_MAX_CONNECTIONS", "100")],
+    );
+    let log = s.stderr.lock().unwrap().clone();
+    assert!(!log.contains("open-files limit is below"), "{log}");
+}

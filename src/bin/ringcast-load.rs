@@ -232,8 +232,16 @@ async fn connect_from(
         sock.set_recv_buffer_size(bytes)?;
     }
     if let Some(ip) = source {
-        // Binding a specific address reserves the port on that address
-        // only, so each source address has the whole ephemeral range.
+        // The port is picked at connect time, per (source, destination),
+        // so each source address has the whole ephemeral range; a bind to
+        // port 0 would instead search the bound ports on every connect.
+        use std::os::fd::AsFd;
+        ringcast::sys::set_int_sockopt(
+            sock.as_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            1,
+        )?;
         sock.bind(&SockAddr::from(SocketAddr::from((ip, 0))))?;
     }
     sock.set_nonblocking(true)?;
