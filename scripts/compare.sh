@@ -8,7 +8,14 @@
 # Every run is bounded (ringcast-load --timeout-s); servers are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v nginx >/dev/null || { echo "compare: install nginx and libnginx-mod-nchan first"; exit 1; }
+# nginx + nchan from Debian's packages, installed when missing (as root).
+if ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan
+  else
+    echo "compare: install nginx and libnginx-mod-nchan first (apt-get install -y nginx libnginx-mod-nchan)"; exit 1
+  fi
+fi
 mod=$(ls /usr/lib/nginx/modules/ngx_nchan_module.so 2>/dev/null || true)
 [ -n "$mod" ] || { echo "compare: libnginx-mod-nchan is not installed"; exit 1; }
 # Always rebuild (a no-op when fresh): stale binaries would be measured.
@@ -69,22 +76,31 @@ wait_port() {
   echo "compare: port $1 did not open"; return 1
 }
 
-# name | server workers | load-generator arguments [| repetitions].
-# Comparisons between scenarios (c vs f, 1 vs 2 workers) are repeated and
-# each figure is the median of the runs: run-to-run noise on this machine is
-# about ±15%. Event counts are sized so
+# name | server workers | load-generator arguments. Scenarios compared with
+# each other (c vs f, 1 vs 2 workers) are listed three times, interleaved, so
+# drift over the run hits both alike; each figure is the median of the runs
+# (run-to-run noise on this machine is about ±15%). Event counts are sized so
 # that nchan, the slower server, finishes each run well inside the timeout.
 # 19,900 stands for "20k": the hard fd limit here is 20,000 per process.
+rate_args="--subscribers 10000 --topics 1 --events 100 --rate 5 --size 512 --inflight 4"
 scenarios=(
   "a1k|1|--subscribers 1000 --topics 1 --events 2000 --inflight 16"
-  "a10k|1|--subscribers 10000 --topics 1 --events 300 --inflight 16|3"
+  "a10k|1|--subscribers 10000 --topics 1 --events 300 --inflight 16"
+  "a10k_2workers|2|--subscribers 10000 --topics 1 --events 300 --inflight 16"
+  "a10k|1|--subscribers 10000 --topics 1 --events 300 --inflight 16"
+  "a10k_2workers|2|--subscribers 10000 --topics 1 --events 300 --inflight 16"
+  "a10k|1|--subscribers 10000 --topics 1 --events 300 --inflight 16"
+  "a10k_2workers|2|--subscribers 10000 --topics 1 --events 300 --inflight 16"
   "a20k|1|--subscribers 19900 --topics 1 --events 150 --inflight 16"
-  "a10k_2workers|2|--subscribers 10000 --topics 1 --events 300 --inflight 16|3"
   "b10k_100topics|1|--subscribers 10000 --topics 100 --events 20000 --inflight 16"
-  "c10k_rate|1|--subscribers 10000 --topics 1 --events 100 --rate 5 --size 512 --inflight 4|3"
+  "c10k_rate|1|$rate_args"
+  "f10k_1pct_stalled|1|$rate_args --stalled-pct 1"
+  "c10k_rate|1|$rate_args"
+  "f10k_1pct_stalled|1|$rate_args --stalled-pct 1"
+  "c10k_rate|1|$rate_args"
+  "f10k_1pct_stalled|1|$rate_args --stalled-pct 1"
   "d20k_idle|1|--subscribers 19900 --connect-only --hold-s 3"
   "e10k_storm|1|--subscribers 10000 --connect-only --connect-concurrency 1024"
-  "f10k_1pct_stalled|1|--subscribers 10000 --topics 1 --events 100 --rate 5 --size 512 --inflight 4 --stalled-pct 1|3"
   "g10_publish_stress|1|--subscribers 10 --topics 1 --events 50000 --inflight 16"
 )
 want=("$@")
@@ -92,12 +108,11 @@ results="$out/compare.jsonl"
 : >"$results"
 port=18600
 for entry in "${scenarios[@]}"; do
-  IFS='|' read -r name workers largs reps <<<"$entry"
+  IFS='|' read -r name workers largs <<<"$entry"
   if [ ${#want[@]} -gt 0 ] && [[ ! " ${want[*]} " =~ " $name " ]]; then continue; fi
   servers="ringcast nchan"
   # Worker scaling is ringcast's own figure (per server core, against a1k/a10k).
   [ "$workers" = 1 ] || servers=ringcast
-  for rep in $(seq "${reps:-1}"); do
   for server in $servers; do
     port=$((port + 1))
     # Both start in the background and set $pid (no subshell: the EXIT trap
@@ -108,7 +123,10 @@ for entry in "${scenarios[@]}"; do
     # nchan's work happens in nginx's worker process, not the master.
     measured=$pid
     if [ "$server" = nchan ]; then measured=$(pgrep -P "$pid" | head -n1); fi
-    echo "== $name on $server (run $rep of ${reps:-1})"
+    rep=$(python3 -c 'import json,sys; print(1 + sum(1 for l in open(sys.argv[1]) if l.strip()
+      and json.loads(l).get("scenario") == sys.argv[2] and json.loads(l).get("server") == sys.argv[3]))' \
+      "$results" "$name" "$server")
+    echo "== $name on $server (run $rep)"
     # shellcheck disable=SC2086
     line=$(taskset -c 1 target/release/ringcast-load --addr "127.0.0.1:$port" --server "$server" \
       --server-pid "$measured" --timeout-s 90 --json $largs || echo '{}')
@@ -117,7 +135,6 @@ for entry in "${scenarios[@]}"; do
       "$line" "$name" "$rep" >>"$results"
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-  done
   done
 done
 

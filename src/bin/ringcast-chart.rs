@@ -34,7 +34,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // server -> subscribers -> record, for the "aNk" scenarios (1 topic,
     // publish as fast as acknowledged, 1 worker).
-    let mut runs: BTreeMap<String, BTreeMap<u64, serde_json::Value>> = BTreeMap::new();
+    // Repeated runs are kept all and drawn as their median.
+    let mut runs: BTreeMap<String, BTreeMap<u64, Vec<serde_json::Value>>> = BTreeMap::new();
     for line in std::fs::read_to_string(&input)?.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -47,7 +48,16 @@ fn main() -> Result<(), Box<dyn Error>> {
         let (Some(server), Some(subs)) = (v["server"].as_str(), v["subscribers"].as_u64()) else {
             continue;
         };
-        runs.entry(server.to_string()).or_default().insert(subs, v);
+        // A run cut off by its time limit has no comparable rate or p99.
+        if v["undelivered_at_deadline"].as_u64().unwrap_or(0) > 0 {
+            eprintln!("chart: leaving out {server} at {subs} subscribers (did not finish in time)");
+            continue;
+        }
+        runs.entry(server.to_string())
+            .or_default()
+            .entry(subs)
+            .or_default()
+            .push(v);
     }
     if runs.is_empty() {
         return Err(format!("{input}: no one-topic (a*) scenarios to draw").into());
@@ -74,7 +84,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     root.fill(&WHITE)?;
     let (top, body) = root.split_vertically(40);
     top.draw_text(
-        "ringcast vs nchan: 1 topic, publish as fast as acknowledged (16 in flight), server on 1 core",
+        "ringcast vs nchan: 1 topic, publish as fast as acknowledged (16 in flight), server on 1 core \
+         (runs that did not finish in time are left out)",
         &("sans-serif", 20).into_font().color(&BLACK),
         (20, 10),
     )?;
@@ -84,8 +95,12 @@ fn main() -> Result<(), Box<dyn Error>> {
             runs.get(server)
                 .map(|m| {
                     m.iter()
-                        .filter_map(|(subs, v)| {
-                            Some((*subs as f64 / 1000.0, v[panel.key].as_f64()? * panel.scale))
+                        .filter_map(|(subs, vs)| {
+                            let mut xs: Vec<f64> =
+                                vs.iter().filter_map(|v| v[panel.key].as_f64()).collect();
+                            xs.sort_by(f64::total_cmp);
+                            let median = *xs.get(xs.len() / 2)?;
+                            Some((*subs as f64 / 1000.0, median * panel.scale))
                         })
                         .collect()
                 })

@@ -105,6 +105,8 @@ struct Stats {
     connected: Cell<usize>,
     connect_errors: Cell<usize>,
     done_subscribers: Cell<usize>,
+    /// Publishing connections that have sent everything and read every answer.
+    publishers_done: Cell<usize>,
     /// Events missing from streams that ended before delivering them all.
     ended_short: Cell<u64>,
     latency_us: RefCell<Option<Histogram<u64>>>,
@@ -628,18 +630,19 @@ async fn run(args: Rc<Args>) -> String {
     let rss1 = args.server_pid.and_then(proc_rss_kib);
     let cpu0 = args.server_pid.and_then(proc_cpu_s);
     let t_pub = Instant::now();
-    if !args.connect_only {
+    let publish_s;
+    if args.connect_only {
+        publish_s = t_pub.elapsed().as_secs_f64();
+    } else {
         let conns = args.inflight.max(1);
         let window = args.pipeline.max(1);
         for c in 0..conns {
-            monoio::spawn(publisher(
-                args.clone(),
-                stats.clone(),
-                c,
-                conns,
-                base,
-                window,
-            ));
+            let (a, st) = (args.clone(), stats.clone());
+            monoio::spawn(async move {
+                publisher(a, st.clone(), c, conns, base, window).await;
+                st.publishers_done.set(st.publishers_done.get() + 1);
+                st.changed.notify();
+            });
         }
         let s = stats.clone();
         let until = s.clone();
@@ -647,8 +650,16 @@ async fn run(args: Rc<Args>) -> String {
             _ = until.changed.until(move || s.done_subscribers.get() >= readers) => {},
             _ = monoio::time::sleep(deadline.saturating_duration_since(Instant::now())) => {},
         }
+        publish_s = t_pub.elapsed().as_secs_f64();
+        // Every answer read, so `published` counts every acknowledged event
+        // (bounded by the deadline like the rest).
+        let s = stats.clone();
+        let until = s.clone();
+        monoio::select! {
+            _ = until.changed.until(move || s.publishers_done.get() >= conns) => {},
+            _ = monoio::time::sleep(deadline.saturating_duration_since(Instant::now())) => {},
+        }
     }
-    let publish_s = t_pub.elapsed().as_secs_f64();
     let cpu1 = args.server_pid.and_then(proc_cpu_s);
     let self_end = proc_cpu_s(std::process::id());
     // Busy share of one core, to tell which side limited a phase.
