@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side: the same load-generator scenarios against ringcast and a
 # private nginx + nchan (Debian's libnginx-mod-nchan) on 127.0.0.1, each
-# server pinned to core 0 and the load generator to core 1. Writes a
-# markdown table with both figures and their ratio to
-# benches/results/compare.md (and the raw JSON lines beside it).
+# server pinned to core 0 and the load generator to core 1. Writes
+# benches/results/compare.md (the issue-4 targets computed from the run, then
+# every figure for both servers and their ratio), the raw JSON lines
+# (compare.jsonl) and a chart (compare.png, by ringcast-chart).
 # Usage: scripts/compare.sh [scenario ...]   (default: all)
 # Every run is bounded (ringcast-load --timeout-s); servers are stopped on exit.
 set -euo pipefail
