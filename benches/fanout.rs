@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringcast::config::SlowPolicy;
-use ringcast::conn::Conn;
-use ringcast::fanout::{enqueue, Bound};
-use ringcast::metrics::WorkerMetrics;
-use ringcast::sequencer::Event;
+use ringcast::event::Event;
+use ringcast::ops::metrics::WorkerMetrics;
+use ringcast::worker::conn::Conn;
+use ringcast::worker::fanout::{enqueue, Bound};
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout");

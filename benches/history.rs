@@ -2,8 +2,8 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringcast::history::History;
-use ringcast::sequencer::Event;
+use ringcast::event::Event;
+use ringcast::sequencer::history::History;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("history_replay");

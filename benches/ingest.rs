@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringcast::ingest::{ring, Msg};
-use ringcast::sequencer::Event;
+use ringcast::event::Event;
+use ringcast::sequencer::ring::{ring, Msg};
 
 fn run(msgs: u64, per_msg: usize) {
     let (tx, rx) = ring(65_536);

@@ -1,7 +1,7 @@
 //! Subscription matching at 10^3..10^5 subscriptions, exact and wildcard.
 //! The cost of one lookup must not grow with subscribers on other topics.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use ringcast::subscribe::SubTable;
+use ringcast::worker::sub_table::SubTable;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("subscribe_match");

@@ -1,6 +1,6 @@
 //! Timer wheel: insert, lazy reset and expiry at 10^5 and 10^6 timers.
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use ringcast::timer::TimerWheel;
+use ringcast::worker::TimerWheel;
 
 fn filled(n: u64) -> TimerWheel<u64> {
     let mut w = TimerWheel::new(4096, 0);

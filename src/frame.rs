@@ -86,6 +86,22 @@ pub fn retry(ms: u64, comment: Option<&str>) -> Bytes {
     Bytes::from(s)
 }
 
+/// A `retry:` hint spread over `[retry_ms, 3 * retry_ms]`, so that clients
+/// sent away together do not come back together.
+pub(crate) fn jittered_retry_ms(retry_ms: u64) -> u64 {
+    retry_ms + fastrand::u64(0..=retry_ms.saturating_mul(2))
+}
+
+/// The `event: resync` frame. It has no id (it is not part of the stream's
+/// order), so a client's Last-Event-ID stays that of its last real event.
+pub(crate) fn resync(reason: &'static str) -> Bytes {
+    Bytes::from(format!(
+        "event: {}\ndata: {{\"reason\":\"{}\"}}\n\n",
+        crate::event::RESYNC_EVENT,
+        reason
+    ))
+}
+
 /// Minimal decimal formatting of a u64 without allocating.
 struct ItoaBuf {
     buf: [u8; 20],
@@ -147,6 +163,23 @@ mod tests {
         let data = "line\r\n".repeat(100);
         let f = encode(123, Some("e"), &data);
         assert!(f.len() > data.len());
+    }
+
+    #[test]
+    fn resync_frame_bytes() {
+        assert_eq!(
+            &resync("epoch")[..],
+            b"event: resync\ndata: {\"reason\":\"epoch\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn jittered_retry_stays_within_three_times_the_hint() {
+        for _ in 0..1000 {
+            let ms = jittered_retry_ms(2000);
+            assert!((2000..=6000).contains(&ms), "{ms}");
+        }
+        assert_eq!(jittered_retry_ms(0), 0);
     }
 
     #[test]

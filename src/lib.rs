@@ -2,56 +2,50 @@
 //!
 //! # Layout
 //!
-//! The path of one event, in file order:
+//! The stages, in the order an event meets them. Imports flow one way,
+//! down this list's stage folders: `runtime` → `http` → `demo`, `worker` →
+//! `sequencer` → the shared vocabulary (`event`, `topic`, `frame`, `config`,
+//! `ops`, `error`, `sys`), which imports no stage.
 //!
 //! - [`config`]: the one configuration tree (defaults, TOML, env, flags).
-//! - [`runtime`]: worker threads (monoio, io_uring or legacy, pinned) and
-//!   the process-wide [`runtime::Shared`] state.
-//! - [`accept`]: one `SO_REUSEPORT` listener per worker, the accept loop.
-//! - [`http`]: one connection's HTTP/1.1 exchange: head, body, routing.
-//! - [`request`]: bytes → typed requests (httparse, queries, publish bodies).
+//! - [`runtime`]: launch — the sequencer thread and the pinned worker
+//!   threads (monoio, io_uring or legacy) — and the running `Server`.
+//! - `http`: a worker's connections: accept (`SO_REUSEPORT`), the request
+//!   head and body, routing, the `/publish` handler that hands events to
+//!   the sequencer, and the `/events` handler that turns a connection into
+//!   a stream (catch-up from history, then registration).
+//! - [`event`]: an event as published ([`event::NewEvent`]) and as sequenced
+//!   ([`event::Event`]); ids and clocks.
 //! - [`topic`]: topic and pattern syntax, matching.
-//! - [`sequencer`]: the single order of events: id, encode once, fan to rings.
-//! - [`frame`]: SSE frame encoding into `Bytes`.
-//! - [`history`]: bounded per-topic history and last values, replay.
-//! - [`ingest`]: per-worker bounded rings and their doorbell.
-//! - [`fanout`]: ring → matching subscribers' queues, with the pending bound.
-//! - [`subscribe`]: the worker-local subscription table (hash + token trie).
-//! - [`conn`]: one connection's shared state: queue, deadlines, waker.
-//! - [`stream`]: the event-stream write loop of a subscriber.
-//! - [`write`]: vectored-write batches and partial-write bookkeeping.
-//! - [`timer`]: the hashed timer wheel (heartbeat, header, stall).
-//! - [`worker`]: one core's loop tying the above together.
-//! - [`metrics`]: per-worker counters and Prometheus rendering.
-//! - [`response`]: response bytes (event-stream head, JSON, CORS).
-//! - [`error`]: request and start-up errors.
-//! - [`demo`]: the `--demo` simulated quote feed and page.
-//! - [`shutdown`]: signals, drain, sd_notify.
+//! - [`sequencer`]: the single order of events — ids, one encoding per
+//!   event ([`frame`]), the bounded history ([`sequencer::history`]), and
+//!   one bounded ingest ring per worker with its doorbell
+//!   ([`sequencer::ring`]).
+//! - [`worker`]: one core — drains its ring, matches events against its
+//!   subscription table ([`worker::sub_table`]), appends frame handles to
+//!   the matching connections' queues under the slow-subscriber bound
+//!   ([`worker::fanout`], [`worker::conn`]), writes each queue in one
+//!   vectored write, and keeps the deadlines on a timer wheel.
+//! - [`ops`]: metrics, sd_notify, signals.
+//! - `demo`: the `--demo` simulated quote feed and its page.
 //! - [`sys`]: the few raw system calls, with their safety proofs.
+//!
+//! Places are kept for `auth/` (token → grant, pure; used by `http` and
+//! `worker`) and `cluster/` (the JetStream bridge thread, which takes the
+//! sequencer's place and feeds the same rings).
 
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod accept;
 pub mod config;
-pub mod conn;
-pub mod demo;
+mod demo;
 pub mod error;
-pub mod fanout;
+pub mod event;
 pub mod frame;
-pub mod history;
-pub mod http;
-pub mod ingest;
-pub mod metrics;
-pub mod request;
-pub mod response;
+mod http;
+pub mod ops;
 pub mod runtime;
 pub mod sequencer;
-pub mod shutdown;
-pub mod stream;
-pub mod subscribe;
 pub mod sys;
-pub mod timer;
-pub mod topic;
+mod topic;
 pub mod worker;
-pub mod write;

@@ -64,7 +64,7 @@ fn run(cli: Cli) -> Result<(), StartError> {
         Ok(n) => tracing::debug!(nofile = n, "open-files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
-    let signals = ringcast::shutdown::signals()
+    let mut signals = ringcast::ops::signals::install()
         .map_err(|e| StartError::Fatal(format!("cannot install signal handlers: {e}")))?;
     let timeout = Duration::from_millis(cfg.server.shutdown_timeout_ms);
     let workers = cfg.workers();
@@ -75,16 +75,10 @@ fn run(cli: Cli) -> Result<(), StartError> {
         "listening on http://{}",
         server.local_addr()
     );
-    if server.shared().cfg.demo.enabled {
-        ringcast::demo::start(server.shared().clone())
-            .map_err(|e| StartError::Fatal(format!("cannot start the demo feed: {e}")))?;
-        tracing::info!(
-            "demo feed on quotes.>; open http://{}/",
-            server.local_addr()
-        );
-    }
-    ringcast::shutdown::notify_systemd("READY=1");
-    ringcast::shutdown::run_until_signal(server, signals, timeout);
+    ringcast::ops::notify::notify_systemd("READY=1");
+    let signal = ringcast::ops::signals::wait(&mut signals);
+    tracing::info!(signal, "shutdown: draining");
+    server.shutdown(timeout);
     Ok(())
 }
 

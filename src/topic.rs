@@ -6,13 +6,13 @@
 //! JetStream subject space.
 
 /// Longest topic or pattern, in bytes.
-pub const MAX_TOPIC_BYTES: usize = 256;
+pub(crate) const MAX_TOPIC_BYTES: usize = 256;
 /// Most tokens in a topic or pattern.
-pub const MAX_TOKENS: usize = 16;
+pub(crate) const MAX_TOKENS: usize = 16;
 
 /// Why a topic or pattern was refused; `Copy` so the hot path never allocates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicError {
+pub(crate) enum TopicError {
     /// Empty string.
     Empty,
     /// More than [`MAX_TOPIC_BYTES`].
@@ -31,7 +31,7 @@ pub enum TopicError {
 
 impl TopicError {
     /// A human sentence for the error response.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             TopicError::Empty => "topic is empty",
             TopicError::TooLong => "topic is longer than 256 bytes",
@@ -62,7 +62,7 @@ fn check_shape(s: &str) -> Result<(), TopicError> {
 }
 
 /// Checks a concrete topic (no wildcards), as published to.
-pub fn validate_topic(s: &str) -> Result<(), TopicError> {
+pub(crate) fn validate_topic(s: &str) -> Result<(), TopicError> {
     check_shape(s)?;
     for tok in s.split('.') {
         if tok.is_empty() {
@@ -79,7 +79,7 @@ pub fn validate_topic(s: &str) -> Result<(), TopicError> {
 }
 
 /// Checks a subscription pattern (`*` and a trailing `>` allowed).
-pub fn validate_pattern(s: &str) -> Result<(), TopicError> {
+pub(crate) fn validate_pattern(s: &str) -> Result<(), TopicError> {
     check_shape(s)?;
     let n = s.split('.').count();
     for (i, tok) in s.split('.').enumerate() {
@@ -96,35 +96,19 @@ pub fn validate_pattern(s: &str) -> Result<(), TopicError> {
 }
 
 /// True when the pattern has a wildcard token.
-pub fn is_wildcard(pattern: &str) -> bool {
+pub(crate) fn is_wildcard(pattern: &str) -> bool {
     pattern.split('.').any(|t| t == "*" || t == ">")
 }
 
 /// Does a (valid) pattern match a (valid) topic? The reference matcher; the
 /// subscription table uses a trie that must agree with it.
-pub fn matches(pattern: &str, topic: &str) -> bool {
+pub(crate) fn matches(pattern: &str, topic: &str) -> bool {
     let mut p = pattern.split('.');
     let mut t = topic.split('.');
     loop {
         match (p.next(), t.next()) {
             (Some(">"), Some(_)) => return true,
             (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
-/// Is every topic matched by `inner` also matched by `outer`? Used to decide
-/// whether a grant covers a requested pattern.
-pub fn covers(outer: &str, inner: &str) -> bool {
-    let mut o = outer.split('.');
-    let mut i = inner.split('.');
-    loop {
-        match (o.next(), i.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(x)) if x != ">" => {}
             (Some(a), Some(b)) if a == b => {}
             (None, None) => return true,
             _ => return false,
@@ -202,21 +186,6 @@ mod tests {
         ];
         for (p, t, want) in cases {
             assert_eq!(matches(p, t), want, "{p} ~ {t}");
-        }
-    }
-
-    #[test]
-    fn covers_table() {
-        let cases = [
-            (">", "a.>", true),
-            ("a.>", "a.*.c", true),
-            ("a.*", "a.>", false),
-            ("a.*", "a.b", true),
-            ("a.b", "a.*", false),
-            ("a.*.c", "a.b.c", true),
-        ];
-        for (o, i, want) in cases {
-            assert_eq!(covers(o, i), want, "{o} covers {i}");
         }
     }
 }

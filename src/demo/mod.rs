@@ -6,48 +6,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::request::NewEvent;
-use crate::runtime::Shared;
+use crate::event::NewEvent;
 use crate::sequencer::{PublishReq, SeqMsg};
-
-/// The default symbols: `quotes.<venue>.<ticker>`.
-pub const DEFAULT_SYMBOLS: [&str; 32] = [
-    "quotes.NASDAQ.AAPL",
-    "quotes.NASDAQ.MSFT",
-    "quotes.NASDAQ.NVDA",
-    "quotes.NASDAQ.AMZN",
-    "quotes.NASDAQ.GOOGL",
-    "quotes.NASDAQ.META",
-    "quotes.NASDAQ.TSLA",
-    "quotes.NASDAQ.AVGO",
-    "quotes.NASDAQ.COST",
-    "quotes.NASDAQ.NFLX",
-    "quotes.NASDAQ.AMD",
-    "quotes.NASDAQ.INTC",
-    "quotes.NASDAQ.ADBE",
-    "quotes.NASDAQ.CSCO",
-    "quotes.NASDAQ.PEP",
-    "quotes.NASDAQ.QCOM",
-    "quotes.NYSE.JPM",
-    "quotes.NYSE.V",
-    "quotes.NYSE.WMT",
-    "quotes.NYSE.XOM",
-    "quotes.NYSE.UNH",
-    "quotes.NYSE.JNJ",
-    "quotes.NYSE.PG",
-    "quotes.NYSE.HD",
-    "quotes.NYSE.KO",
-    "quotes.NYSE.DIS",
-    "quotes.NYSE.BA",
-    "quotes.NYSE.IBM",
-    "quotes.LSE.SHEL",
-    "quotes.LSE.HSBA",
-    "quotes.XETRA.SAP",
-    "quotes.XETRA.SIE",
-];
+use crate::worker::Shared;
 
 /// The demo page, embedded: no external assets.
-pub const PAGE: &str = include_str!("demo.html");
+pub(crate) const PAGE: &str = include_str!("page.html");
 
 /// Publishing granularity of the feed.
 const TICK: Duration = Duration::from_millis(10);
@@ -106,7 +70,7 @@ fn round2(x: f64) -> f64 {
 }
 
 /// Starts the feed thread; it stops when the server starts draining.
-pub fn start(shared: Arc<Shared>) -> std::io::Result<()> {
+pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
     let symbols = shared.cfg.demo.symbols.clone();
     let rate = shared.cfg.demo.events_per_sec;
     std::thread::Builder::new()
@@ -165,9 +129,6 @@ mod tests {
             let (bid, ask) = (q["bid"].as_f64().unwrap(), q["ask"].as_f64().unwrap());
             assert!(bid > 0.0 && ask >= bid, "{q}");
             assert_eq!(q["symbol"], "AAPL");
-        }
-        for t in DEFAULT_SYMBOLS {
-            crate::topic::validate_topic(t).unwrap();
         }
     }
 }

@@ -7,51 +7,38 @@
 //! same FIFO ring after the events, a publisher's 200 is sent only once its
 //! events are on every worker's ring.
 //!
-//! Ids: the first id of a process is its start time in microseconds since
-//! the Unix epoch, and ids count up from there. Ids therefore stay plain
-//! increasing integers across restarts, and an id below this process's first
-//! id is recognisably from an earlier epoch.
+//! Ids come from [`crate::event`]: see there for why they start at the
+//! process's start time.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
+use crate::event::{epoch_first_id, now_ns, Event, NewEvent};
 use crate::frame;
-use crate::history::History;
-use crate::ingest::{Msg, Pushed, RingTx};
-use crate::metrics::GlobalMetrics;
-use crate::request::NewEvent;
+use crate::ops::metrics::GlobalMetrics;
 
-/// One sequenced event as every worker sees it.
-#[derive(Debug, Clone)]
-pub struct Event {
-    /// Strictly increasing across all topics.
-    pub id: u64,
-    /// Concrete topic.
-    pub topic: Arc<str>,
-    /// The encoded SSE frame, shared by history and every subscriber.
-    pub frame: Bytes,
-    /// When it was sequenced ([`now_ns`]), for the latency histogram.
-    pub born_ns: u64,
-}
+pub mod history;
+pub mod ring;
+
+use history::History;
+use ring::{Msg, Pushed, RingTx};
 
 /// A publish request from a worker.
 #[derive(Debug)]
-pub struct PublishReq {
+pub(crate) struct PublishReq {
     /// Worker that waits for the ack; `None` for the built-in demo feed.
-    pub origin: Option<usize>,
+    pub(crate) origin: Option<usize>,
     /// Its local token for the waiting request.
-    pub token: u32,
+    pub(crate) token: u32,
     /// Validated events, in order.
-    pub events: Vec<NewEvent>,
+    pub(crate) events: Vec<NewEvent>,
 }
 
 /// What the sequencer receives.
 #[derive(Debug)]
-pub enum SeqMsg {
+pub(crate) enum SeqMsg {
     /// Sequence these events.
     Publish(PublishReq),
     /// Shutdown: tell every worker to drain, after everything before.
@@ -61,25 +48,9 @@ pub enum SeqMsg {
 /// Most events coalesced into one ring message.
 const MAX_COALESCE: usize = 4096;
 
-/// Nanoseconds since the process's clock base; cheap and monotonic.
-pub fn now_ns() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
-/// The first id this process will assign.
-pub fn epoch_first_id() -> u64 {
-    static FIRST: OnceLock<u64> = OnceLock::new();
-    *FIRST.get_or_init(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64)
-    })
-}
-
 /// The sequencer's state; `run` consumes it on its own thread.
 #[derive(Debug)]
-pub struct Sequencer {
+pub(crate) struct Sequencer {
     rx: Receiver<SeqMsg>,
     rings: Vec<RingTx>,
     next_id: u64,
@@ -89,7 +60,7 @@ pub struct Sequencer {
 
 impl Sequencer {
     /// A sequencer reading `rx` and feeding `rings` (index = worker).
-    pub fn new(
+    pub(crate) fn new(
         rx: Receiver<SeqMsg>,
         rings: Vec<RingTx>,
         metrics: Arc<GlobalMetrics>,
@@ -105,7 +76,7 @@ impl Sequencer {
     }
 
     /// Runs until every sender is gone.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut acks: Vec<(Option<usize>, u32, u64, u32)> = Vec::new();
         while let Ok(first) = self.rx.recv() {
             let mut batch: Vec<Event> = Vec::new();
@@ -181,8 +152,8 @@ impl Sequencer {
 
 #[cfg(test)]
 mod tests {
+    use super::ring::ring;
     use super::*;
-    use crate::ingest::ring;
 
     #[test]
     fn ids_increase_and_acks_follow_events() {

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::config;
-use crate::sequencer::Event;
+use crate::event::Event;
 use crate::topic::matches;
 
 /// Tombstones kept before they are folded into the watermark.

@@ -8,15 +8,15 @@ use std::collections::VecDeque;
 
 use bytes::Buf;
 
-use crate::conn::Queued;
+use super::conn::Queued;
 
 /// Linux's `IOV_MAX`: most iovecs one `writev` takes.
-pub const IOV_MAX: usize = 1024;
+pub(crate) const IOV_MAX: usize = 1024;
 
 /// Frames handed to one vectored write, owned by the operation while it is
 /// in flight (monoio's ownership-passing I/O) and returned with its result.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     items: Vec<Queued>,
     /// First item not completely written.
     head: usize,
@@ -25,31 +25,26 @@ pub struct Batch {
 
 /// What a completed write finished, for the metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Event frames now completely written.
-    pub frames: u64,
+    pub(crate) frames: u64,
 }
 
 impl Batch {
     /// An empty batch.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// True when everything handed to it has been written.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.head == self.items.len()
-    }
-
-    /// Unwritten bytes held.
-    pub fn unsent_bytes(&self) -> usize {
-        self.items[self.head..].iter().map(|q| q.frame.len()).sum()
     }
 
     /// Frees the batch's arrays once everything is written, so an idle
     /// subscriber holds none (the next write allocates them again: tens of
     /// nanoseconds against the microseconds of the write itself).
-    pub fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         if self.is_empty() {
             self.items = Vec::new();
             self.iov = Vec::new();
@@ -59,7 +54,7 @@ impl Batch {
 
     /// Moves frames from `queue` into the batch (up to `IOV_MAX` in all) and
     /// rebuilds the iovec array for the next write.
-    pub fn fill(&mut self, queue: &mut VecDeque<Queued>) {
+    pub(crate) fn fill(&mut self, queue: &mut VecDeque<Queued>) {
         if self.head > 0 {
             self.items.drain(..self.head);
             self.head = 0;
@@ -76,7 +71,7 @@ impl Batch {
 
     /// Accounts `n` written bytes: finished frames are passed to `done`
     /// (and released), a partly written frame is advanced in place.
-    pub fn advance(&mut self, mut n: usize, mut done: impl FnMut(&Queued)) -> Progress {
+    pub(crate) fn advance(&mut self, mut n: usize, mut done: impl FnMut(&Queued)) -> Progress {
         let mut p = Progress::default();
         while n > 0 && self.head < self.items.len() {
             let item = &mut self.items[self.head];
@@ -146,7 +141,8 @@ mod tests {
         b.fill(&mut queue);
         assert!(queue.is_empty());
         assert_eq!(b.iov.len(), 3);
-        assert_eq!(b.unsent_bytes(), 9);
+        let unsent: usize = b.iov.iter().map(|v| v.iov_len).sum();
+        assert_eq!(unsent, 9);
         let p = b.advance(4, |_| {});
         assert_eq!(p.frames, 1);
         assert_eq!(b.iov.len(), 2);

@@ -265,14 +265,47 @@ impl Default for Demo {
     fn default() -> Self {
         Demo {
             enabled: false,
-            symbols: crate::demo::DEFAULT_SYMBOLS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            symbols: DEFAULT_DEMO_SYMBOLS.iter().map(|s| s.to_string()).collect(),
             events_per_sec: 200,
         }
     }
 }
+
+/// The default `demo.symbols`: `quotes.<venue>.<ticker>`.
+const DEFAULT_DEMO_SYMBOLS: [&str; 32] = [
+    "quotes.NASDAQ.AAPL",
+    "quotes.NASDAQ.MSFT",
+    "quotes.NASDAQ.NVDA",
+    "quotes.NASDAQ.AMZN",
+    "quotes.NASDAQ.GOOGL",
+    "quotes.NASDAQ.META",
+    "quotes.NASDAQ.TSLA",
+    "quotes.NASDAQ.AVGO",
+    "quotes.NASDAQ.COST",
+    "quotes.NASDAQ.NFLX",
+    "quotes.NASDAQ.AMD",
+    "quotes.NASDAQ.INTC",
+    "quotes.NASDAQ.ADBE",
+    "quotes.NASDAQ.CSCO",
+    "quotes.NASDAQ.PEP",
+    "quotes.NASDAQ.QCOM",
+    "quotes.NYSE.JPM",
+    "quotes.NYSE.V",
+    "quotes.NYSE.WMT",
+    "quotes.NYSE.XOM",
+    "quotes.NYSE.UNH",
+    "quotes.NYSE.JNJ",
+    "quotes.NYSE.PG",
+    "quotes.NYSE.HD",
+    "quotes.NYSE.KO",
+    "quotes.NYSE.DIS",
+    "quotes.NYSE.BA",
+    "quotes.NYSE.IBM",
+    "quotes.LSE.SHEL",
+    "quotes.LSE.HSBA",
+    "quotes.XETRA.SAP",
+    "quotes.XETRA.SIE",
+];
 
 /// The CLI flags that override configuration (already parsed by clap).
 #[derive(Debug, Clone, Default)]
@@ -583,6 +616,13 @@ mod tests {
             &Overrides::default(),
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn default_demo_symbols_are_topics() {
+        for t in DEFAULT_DEMO_SYMBOLS {
+            crate::topic::validate_topic(t).unwrap();
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::task::{Poll, Waker};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::sequencer::Event;
+use crate::event::Event;
 
 /// What travels on a ring.
 #[derive(Debug)]

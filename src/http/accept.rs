@@ -52,7 +52,10 @@ fn defer_accept(s: &Socket, seconds: libc::c_int) -> std::io::Result<()> {
 /// another ringcast with SO_REUSEPORT) is an error: a probe socket without
 /// SO_REUSEPORT binds first, which fails if the port is taken, and fixes the
 /// port when `addr` asks for port 0.
-pub fn bind(addr: SocketAddr, n: usize) -> Result<(Vec<StdListener>, SocketAddr), StartError> {
+pub(crate) fn bind(
+    addr: SocketAddr,
+    n: usize,
+) -> Result<(Vec<StdListener>, SocketAddr), StartError> {
     let fatal = |e: std::io::Error| StartError::Fatal(format!("cannot listen on {addr}: {e}"));
     let probe = socket(addr, false).map_err(fatal)?;
     let actual = probe
@@ -73,7 +76,7 @@ pub fn bind(addr: SocketAddr, n: usize) -> Result<(Vec<StdListener>, SocketAddr)
 }
 
 /// Accepts until the worker drains, spawning one task per connection.
-pub async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
+pub(crate) async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => Some(r),
@@ -82,7 +85,7 @@ pub async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
         match accepted {
             None => break,
             Some(Ok((stream, peer))) => {
-                monoio::spawn(crate::http::serve(w.clone(), stream, peer));
+                monoio::spawn(super::connection::serve(w.clone(), stream, peer));
             }
             Some(Err(e)) => {
                 // EMFILE/ENFILE and friends: back off briefly instead of spinning.

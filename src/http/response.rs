@@ -4,11 +4,11 @@
 
 use std::fmt::Write as _;
 
+use super::error::HttpError;
 use crate::config::Cors;
-use crate::error::HttpError;
 
 /// Reason phrase for the statuses ringcast sends.
-pub fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
@@ -30,7 +30,7 @@ pub fn reason(status: u16) -> &'static str {
 /// CORS headers for a request from `origin`, or nothing when it is not allowed.
 /// Listed origins are echoed with credentials allowed; `*` alone allows any
 /// origin without credentials, as browsers require.
-pub fn cors_headers(cors: &Cors, origin: Option<&str>) -> String {
+pub(crate) fn cors_headers(cors: &Cors, origin: Option<&str>) -> String {
     let Some(origin) = origin else {
         return String::new();
     };
@@ -46,7 +46,7 @@ pub fn cors_headers(cors: &Cors, origin: Option<&str>) -> String {
 }
 
 /// A complete response with a body and Content-Length.
-pub fn full(
+pub(crate) fn full(
     status: u16,
     content_type: &str,
     extra: &str,
@@ -70,7 +70,7 @@ pub fn full(
 }
 
 /// A JSON error response (SPEC §6).
-pub fn error(e: &HttpError, cors: &str, keep_alive: bool) -> Vec<u8> {
+pub(crate) fn error(e: &HttpError, cors: &str, keep_alive: bool) -> Vec<u8> {
     let extra = format!("{}{cors}", e.extra_headers());
     full(
         e.status(),
@@ -83,14 +83,14 @@ pub fn error(e: &HttpError, cors: &str, keep_alive: bool) -> Vec<u8> {
 }
 
 /// The head of an event stream: sent at once, body delimited by close.
-pub fn event_stream_head(cors: &str) -> String {
+pub(crate) fn event_stream_head(cors: &str) -> String {
     format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n{cors}\r\n"
     )
 }
 
 /// The answer to a CORS preflight.
-pub fn preflight(cors: &str, acr_headers: Option<&str>, keep_alive: bool) -> Vec<u8> {
+pub(crate) fn preflight(cors: &str, acr_headers: Option<&str>, keep_alive: bool) -> Vec<u8> {
     let mut extra = String::from("Allow: GET, HEAD, POST, OPTIONS\r\n");
     if !cors.is_empty() {
         let _ = write!(

@@ -6,12 +6,13 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::conn::{CloseReason, Conn, Queued};
+use super::local::yield_now;
+use super::Worker;
 use crate::config::SlowPolicy;
-use crate::conn::{CloseReason, Conn, Queued};
-use crate::ingest::{Msg, RingRx};
-use crate::metrics::WorkerMetrics;
-use crate::sequencer::Event;
-use crate::worker::{yield_now, Worker};
+use crate::event::Event;
+use crate::ops::metrics::WorkerMetrics;
+use crate::sequencer::ring::{Msg, RingRx};
 
 /// Ring messages handled before the drain task yields so that connections
 /// can write what was queued: bigger batches per write under load, bounded
@@ -88,7 +89,7 @@ pub fn enqueue(conn: &Conn, ev: &Event, bound: Bound, metrics: &WorkerMetrics) -
 
 impl Worker {
     /// Fans a batch of sequenced events out to this worker's subscribers.
-    pub fn fan_out(&self, events: &[Event]) {
+    pub(crate) fn fan_out(&self, events: &[Event]) {
         if let Some(last) = events.last() {
             self.last_seen.set(last.id);
         }
@@ -156,7 +157,7 @@ impl Worker {
                 count,
             } => {
                 if let Some(cell) = self.acks.borrow().get(token as usize) {
-                    cell.complete(first, count);
+                    cell.complete((first, count));
                 }
             }
             Msg::Drain => self.begin_drain(),
@@ -165,7 +166,7 @@ impl Worker {
 }
 
 /// The worker's ring-drain task; runs for the worker's life.
-pub async fn drain_ring(w: Rc<Worker>, rx: RingRx) {
+pub(crate) async fn drain_ring(w: Rc<Worker>, rx: RingRx) {
     loop {
         rx.wait().await;
         for _ in 0..MSGS_PER_TURN {

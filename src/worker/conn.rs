@@ -5,12 +5,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
-use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 
 use bytes::Bytes;
+
+use super::local::Oneshot;
 
 /// `Queued::born_ns` of an event replayed from history: counted as a
 /// delivery, not as a publish-to-write latency sample.
@@ -21,7 +21,7 @@ pub const REPLAYED: u64 = u64::MAX;
 pub struct Queued {
     /// The shared frame bytes (refcounted, never copied per subscriber).
     pub frame: Bytes,
-    /// Sequencing time of an event ([`crate::sequencer::now_ns`]); 0 for
+    /// Sequencing time of an event ([`crate::event::now_ns`]); 0 for
     /// non-event bytes (response head, heartbeat, retry), which are not
     /// counted as deliveries.
     pub born_ns: u64,
@@ -103,9 +103,9 @@ pub struct Conn {
     pub stall_armed: Cell<bool>,
     /// Shutdown asked this stream to flush, say `retry:` and close.
     pub draining: Cell<bool>,
-    /// Set once the server decides to close the connection.
-    pub close: Cell<Option<CloseReason>>,
-    waker: Cell<Option<Waker>>,
+    /// Set once the server decides to close the connection; its waiter is
+    /// the connection's task, woken also when frames are queued.
+    pub(crate) close: Oneshot<CloseReason>,
 }
 
 impl Conn {
@@ -128,8 +128,7 @@ impl Conn {
             writing: Cell::new(false),
             stall_armed: Cell::new(false),
             draining: Cell::new(false),
-            close: Cell::new(None),
-            waker: Cell::new(None),
+            close: Oneshot::default(),
         }
     }
 
@@ -161,9 +160,7 @@ impl Conn {
 
     /// Wakes the connection's task if it waits.
     pub fn wake(&self) {
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
+        self.close.nudge();
     }
 
     /// Appends a frame handle; the caller checked the bound.
@@ -183,9 +180,6 @@ impl Conn {
     /// Marks the connection for closing, drops what it had queued (so a
     /// closed subscriber holds no memory) and wakes its task.
     pub fn kill(&self, why: CloseReason) {
-        if self.close.get().is_none() {
-            self.close.set(Some(why));
-        }
         let dropped: usize = self
             .queue
             .borrow_mut()
@@ -193,7 +187,7 @@ impl Conn {
             .map(|q| q.frame.len())
             .sum();
         self.sub_pending(dropped);
-        self.wake();
+        self.close.complete(why);
     }
 
     /// Keeps only the newest queued event of each topic (non-event bytes
@@ -222,27 +216,22 @@ impl Conn {
     /// Waits until the connection has frames queued, is being closed or
     /// has been asked to drain.
     pub async fn work(&self) {
-        poll_fn(|cx| {
-            if self.close.get().is_some() || self.draining.get() || !self.queue.borrow().is_empty()
-            {
-                Poll::Ready(())
-            } else {
-                self.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
+        self.close
+            .wait_or(|| self.draining.get() || !self.queue.borrow().is_empty())
+            .await;
     }
 
     /// Waits until the connection is being closed.
     pub async fn killed(&self) -> CloseReason {
-        poll_fn(|cx| match self.close.get() {
-            Some(r) => Poll::Ready(r),
-            None => {
-                self.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            }
-        })
-        .await
+        self.close.wait().await
+    }
+
+    /// Queues raw non-event bytes (response head, `retry:`, resync).
+    pub fn push_raw(&self, bytes: Bytes) {
+        self.push(Queued {
+            frame: bytes,
+            born_ns: 0,
+            topic: None,
+        });
     }
 }

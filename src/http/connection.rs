@@ -1,0 +1,207 @@
+//! One connection's HTTP/1.1 exchange: read a request head (bounded in size
+//! and time), read its body, route it, answer it; keep-alive and pipelining
+//! for everything but `/events`, which turns the connection into an event
+//! stream owned by the worker.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use super::chunked::{decode_chunked, Chunked};
+use super::error::HttpError;
+use super::head::{parse_head, BodyKind, Head, Method};
+use super::{events, response, router};
+use crate::worker::conn::{CloseReason, Conn, Phase};
+use crate::worker::{Registration, Worker};
+
+/// What reading more bytes produced.
+enum Read {
+    Data(Vec<u8>),
+    Closed,
+    Killed(CloseReason),
+}
+
+async fn read_more(stream: &mut TcpStream, conn: &Conn, mut buf: Vec<u8>, limit: usize) -> Read {
+    if buf.capacity() - buf.len() < 1024 {
+        let want = (buf.capacity() * 2).clamp(4096, limit.max(4096) + 4096);
+        buf.reserve(want.saturating_sub(buf.len()).max(1024));
+    }
+    let len = buf.len();
+    let cap = buf.capacity();
+    monoio::select! {
+        (res, slice) = stream.read(buf.slice_mut(len..cap)) => match res {
+            Ok(0) | Err(_) => Read::Closed,
+            Ok(_) => Read::Data(slice.into_inner()),
+        },
+        why = conn.killed() => Read::Killed(why),
+    }
+}
+
+/// Serves one accepted connection until it closes.
+pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
+    // TCP_NODELAY is inherited from the listener (see accept.rs).
+    let ip = w.shared.track_ip(peer.ip());
+    let over_ip_limit = ip.is_none() && w.shared.cfg.limits.max_connections_per_ip > 0;
+    let reg = Registration::new(w.clone(), ip);
+    let conn = reg.conn().clone();
+    tracing::debug!(conn = conn.id, %peer, worker = w.idx, "accepted");
+    let cfg = &w.shared.cfg;
+    let max_head = cfg.limits.max_header_bytes;
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        conn.phase.set(Phase::Request);
+        if w.draining.get() && buf.is_empty() {
+            return;
+        }
+        w.timers.arm_header(&conn);
+        let head = loop {
+            match parse_head(&buf) {
+                Ok(Some(h)) if h.len <= max_head => break h,
+                Ok(Some(_)) => return fail(&w, &mut stream, &conn, head_too_large(), "").await,
+                Ok(None) if buf.len() > max_head => {
+                    return fail(&w, &mut stream, &conn, head_too_large(), "").await;
+                }
+                Ok(None) => {}
+                Err(e) => return fail(&w, &mut stream, &conn, e, "").await,
+            }
+            match read_more(&mut stream, &conn, buf, max_head).await {
+                Read::Data(b) => buf = b,
+                Read::Closed => return,
+                Read::Killed(CloseReason::HeaderTimeout) => {
+                    return fail(&w, &mut stream, &conn, HttpError::Timeout, "").await;
+                }
+                Read::Killed(_) => return,
+            }
+        };
+        conn.phase.set(Phase::Busy);
+        let cors = response::cors_headers(&cfg.cors, head.origin.as_deref());
+        if over_ip_limit && !is_ops_path(&head.path) {
+            return fail(
+                &w,
+                &mut stream,
+                &conn,
+                HttpError::RateLimited("too many connections from this address", 1),
+                &cors,
+            )
+            .await;
+        }
+        if head.path == "/events" && matches!(head.method, Method::Get | Method::Head) {
+            w.timers.disarm_header(&conn);
+            // The request buffer is not needed by a stream; an idle
+            // subscriber should not carry kilobytes of it for its lifetime.
+            drop(buf);
+            let streaming = Box::pin(events::subscribe(&w, &conn, stream, head, &cors)).await;
+            if let Some(stream) = streaming {
+                // The stream lives on in a task of its own that holds only
+                // what streaming needs: this task's request-handling state
+                // (kilobytes) is freed now, not at disconnect.
+                monoio::spawn(crate::worker::run_stream(reg, stream));
+            }
+            return;
+        }
+        // Read the body, if any, under the same deadline as the head.
+        let body = match read_body(&w, &mut stream, &conn, &head, buf).await {
+            Ok((body, rest)) => {
+                buf = rest;
+                body
+            }
+            Err(Some(e)) => return fail(&w, &mut stream, &conn, e, &cors).await,
+            Err(None) => return,
+        };
+        w.timers.disarm_header(&conn);
+        let keep_alive = head.keep_alive && !w.draining.get();
+        let out = match router::route(&w, &head, body, &cors).await {
+            Ok((status, bytes)) => {
+                w.metrics.response(status);
+                bytes
+            }
+            Err(e) => {
+                w.metrics.response(e.status());
+                response::error(&e, &cors, keep_alive)
+            }
+        };
+        let (res, _) = stream.write_all(out).await;
+        if res.is_err() || !keep_alive {
+            return;
+        }
+    }
+}
+
+fn head_too_large() -> HttpError {
+    HttpError::HeadersTooLarge("request head is larger than limits.max_header_bytes")
+}
+
+fn is_ops_path(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Reads the request body named by `head` from `buf` and the socket; returns
+/// the body and the bytes after it (the next pipelined request).
+async fn read_body(
+    w: &Worker,
+    stream: &mut TcpStream,
+    conn: &Conn,
+    head: &Head,
+    mut buf: Vec<u8>,
+) -> Result<(Vec<u8>, Vec<u8>), Option<HttpError>> {
+    let limit = w.shared.cfg.limits.max_body_bytes;
+    let too_large = HttpError::TooLarge(
+        "body_too_large",
+        "request body is larger than limits.max_body_bytes",
+    );
+    if let BodyKind::Length(n) = head.body {
+        if n > limit {
+            return Err(Some(too_large));
+        }
+    }
+    if head.body == BodyKind::None {
+        buf.drain(..head.len);
+        return Ok((Vec::new(), buf));
+    }
+    if head.expect_continue {
+        let (res, _) = stream
+            .write_all(&b"HTTP/1.1 100 Continue\r\n\r\n"[..])
+            .await;
+        res.map_err(|_| None)?;
+    }
+    w.timers.arm_header(conn);
+    loop {
+        match head.body {
+            BodyKind::Length(n) if buf.len() >= head.len + n => {
+                let rest = buf.split_off(head.len + n);
+                buf.drain(..head.len);
+                return Ok((buf, rest));
+            }
+            BodyKind::Chunked => match decode_chunked(&buf[head.len..], limit).map_err(Some)? {
+                Chunked::Done(body, used) => {
+                    let rest = buf.split_off(head.len + used);
+                    return Ok((body, rest));
+                }
+                Chunked::Partial => {}
+            },
+            _ => {}
+        }
+        let cap = head.len + limit + 4096;
+        match read_more(stream, conn, buf, cap).await {
+            Read::Data(b) => buf = b,
+            Read::Closed => return Err(None),
+            Read::Killed(CloseReason::HeaderTimeout) => return Err(Some(HttpError::Timeout)),
+            Read::Killed(_) => return Err(None),
+        }
+    }
+}
+
+/// Answers an error and closes.
+async fn fail(w: &Worker, stream: &mut TcpStream, conn: &Conn, e: HttpError, cors: &str) {
+    tracing::debug!(
+        conn = conn.id,
+        status = e.status(),
+        error = e.code(),
+        "request failed"
+    );
+    w.metrics.response(e.status());
+    let _ = stream.write_all(response::error(&e, cors, false)).await;
+}

@@ -1,0 +1,165 @@
+//! `GET /events`: validate the query, turn the subscriber away (200 +
+//! `retry:`) when draining or over capacity, else queue the head and
+//! `retry:`, the catch-up (replay after Last-Event-ID, resync, snapshot)
+//! and register the patterns in the worker's table — all in one turn, so
+//! the catch-up and the live stream meet with no gap and no duplicate.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+
+use super::head::{Head, Method};
+use super::query::parse_subscribe;
+use super::response;
+use crate::event::{epoch_first_id, Event};
+use crate::frame;
+use crate::sequencer::history::Gap;
+use crate::worker::conn::{Conn, Phase, Queued, REPLAYED};
+use crate::worker::Worker;
+
+/// Handles `GET`/`HEAD /events` on `conn`: answers refusals and errors
+/// itself, or registers the subscription, queues the head, `retry:` and
+/// catch-up, and hands back the stream for [`run`].
+pub(super) async fn subscribe(
+    w: &Worker,
+    conn: &Conn,
+    mut stream: TcpStream,
+    head: Head,
+    cors: &str,
+) -> Option<TcpStream> {
+    let cfg = &w.shared.cfg;
+    let q = match parse_subscribe(&head.query, cfg.limits.topics_per_subscription) {
+        Ok(q) => q,
+        Err(e) => {
+            w.metrics.response(e.status());
+            let _ = stream.write_all(response::error(&e, cors, false)).await;
+            return None;
+        }
+    };
+    let refusal = if w.draining.get() || w.shared.draining.load(Relaxed) {
+        Some("draining")
+    } else if w.shared.over_capacity() {
+        Some("over capacity")
+    } else {
+        None
+    };
+    if let Some(why) = refusal {
+        w.shared.global.shed.fetch_add(1, Relaxed);
+        w.metrics.response(200);
+        tracing::debug!(conn = conn.id, why, "subscription turned away");
+        let _ = stream.write_all(shed_bytes(w, cors, why)).await;
+        return None;
+    }
+    w.metrics.response(200);
+    if head.method == Method::Head {
+        let _ = stream
+            .write_all(response::event_stream_head(cors).into_bytes())
+            .await;
+        return None;
+    }
+    let mut prelude = response::event_stream_head(cors).into_bytes();
+    prelude.extend_from_slice(&frame::retry(cfg.sse.retry_ms, None));
+    conn.push_raw(Bytes::from(prelude));
+    let last_event_id = head
+        .last_event_id
+        .filter(|s| !s.is_empty())
+        .or(q.last_event_id);
+    let patterns: Vec<Box<str>> = q.patterns.into_iter().map(String::into_boxed_str).collect();
+    // No await from here to the registration below: `upto` is exactly the
+    // last event this worker fanned out, so history covers everything up to
+    // it and the ring brings everything after it.
+    let upto = w.last_seen.get();
+    let catch_up = catch_up(w, &patterns, last_event_id.as_deref(), q.snapshot, upto);
+    if let Some(reason) = catch_up.resync {
+        tracing::debug!(conn = conn.id, reason, "resync");
+        w.metrics.resyncs.fetch_add(1, Relaxed);
+        conn.push_raw(frame::resync(reason));
+    }
+    for ev in &catch_up.events {
+        conn.push(Queued {
+            frame: ev.frame.clone(),
+            born_ns: REPLAYED,
+            topic: Some(ev.topic.clone()),
+        });
+    }
+    conn.last_id.set(catch_up.resume_after.max(upto));
+    {
+        let mut subs = w.subs.borrow_mut();
+        for p in &patterns {
+            subs.insert(p, conn.key);
+        }
+    }
+    *conn.patterns.borrow_mut() = patterns;
+    conn.phase.set(Phase::Stream);
+    w.metrics.subscribers_active.fetch_add(1, Relaxed);
+    w.timers.arm_heartbeat(conn);
+    tracing::debug!(
+        conn = conn.id,
+        topics = conn.patterns.borrow().len(),
+        "subscribed"
+    );
+    Some(stream)
+}
+
+/// What a new subscriber receives before the live stream.
+struct CatchUp {
+    /// Replayed events, or the snapshot, in id order.
+    events: Vec<Event>,
+    /// Why continuity could not be proven, if so.
+    resync: Option<&'static str>,
+    /// Id after which live events are new to this client.
+    resume_after: u64,
+}
+
+/// Decides between replay, resync (+ snapshot) and plain snapshot.
+fn catch_up(
+    w: &Worker,
+    patterns: &[Box<str>],
+    last_event_id: Option<&str>,
+    snapshot: bool,
+    upto: u64,
+) -> CatchUp {
+    let h = w.shared.history.lock().expect("history lock");
+    let fresh = |resync| CatchUp {
+        events: if snapshot {
+            h.snapshot(patterns, upto)
+        } else {
+            Vec::new()
+        },
+        resync,
+        resume_after: 0,
+    };
+    let Some(raw) = last_event_id else {
+        return fresh(None);
+    };
+    let Ok(id) = raw.trim().parse::<u64>() else {
+        return fresh(Some("invalid_id"));
+    };
+    if id < epoch_first_id() {
+        return fresh(Some("epoch"));
+    }
+    if id > h.last_id() {
+        return fresh(Some("unknown_id"));
+    }
+    match h.replay(patterns, id, upto) {
+        Ok(events) => CatchUp {
+            events,
+            resync: None,
+            resume_after: id,
+        },
+        Err(Gap::Expired) => fresh(Some("history_expired")),
+    }
+}
+
+/// The bytes that turn a subscriber away without stranding a browser: 200,
+/// a randomised `retry:` and the reason as a comment, then close.
+fn shed_bytes(w: &Worker, cors: &str, why: &str) -> Bytes {
+    let mut v = response::event_stream_head(cors).into_bytes();
+    v.extend_from_slice(&frame::retry(
+        frame::jittered_retry_ms(w.shared.cfg.sse.retry_ms),
+        Some(why),
+    ));
+    Bytes::from(v)
+}

@@ -1,0 +1,8 @@
+//! Operations: what the process tells the outside about itself. Counters in,
+//! Prometheus text out ([`metrics`]); readiness and stopping to systemd
+//! ([`notify`]); termination signals in ([`signals`]). Used by every stage,
+//! imports none of them.
+
+pub mod metrics;
+pub mod notify;
+pub mod signals;

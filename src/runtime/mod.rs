@@ -1,0 +1,133 @@
+//! Threads: the sequencer thread and one monoio runtime per worker (io_uring,
+//! or the legacy driver with a warning), each pinned to its core; and the
+//! demo feed when asked for. Config in, a running [`Server`] out. The top of
+//! the import graph: it assembles every stage and nothing imports it.
+
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::Sender;
+
+use crate::config::Config;
+use crate::error::StartError;
+use crate::sequencer::history::History;
+use crate::sequencer::ring::{ring, RingRx};
+use crate::sequencer::Sequencer;
+use crate::worker::{Shared, Worker};
+
+mod driver;
+mod server;
+
+use driver::Driver;
+pub use server::Server;
+
+/// Binds, starts the sequencer and the workers, and returns once every
+/// worker is accepting.
+pub fn launch(cfg: Config) -> Result<Server, StartError> {
+    let n = cfg.workers();
+    let (listeners, addr) = crate::http::accept::bind(cfg.listen_addr(), n)?;
+    let (seq_tx, seq_rx) = crossbeam_channel::bounded(cfg.server.publish_queue_slots);
+    let mut txs = Vec::with_capacity(n);
+    let mut rxs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = ring(cfg.server.ingest_ring_slots);
+        txs.push(tx);
+        rxs.push(rx);
+    }
+    let driver = Driver::choose(cfg.server.io_driver)?;
+    let pin = cfg.server.pin_cores;
+    let history = Arc::new(Mutex::new(History::new(&cfg.history)));
+    let shared = Arc::new(Shared::new(cfg, seq_tx, history.clone()));
+    let seq = Sequencer::new(seq_rx, txs, shared.global.clone(), history);
+    std::thread::Builder::new()
+        .name("ringcast-seq".into())
+        .spawn(move || seq.run())
+        .map_err(|e| StartError::Fatal(format!("cannot start the sequencer thread: {e}")))?;
+
+    let cores = if pin {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if pin && cores.is_empty() {
+        tracing::warn!("cannot read the CPU set; workers are not pinned");
+    }
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(n);
+    let (done_tx, done_rx) = crossbeam_channel::bounded(n);
+    let mut workers = Vec::with_capacity(n);
+    for (idx, (listener, rx)) in listeners.into_iter().zip(rxs).enumerate() {
+        let shared = shared.clone();
+        let core = cores.get(idx % cores.len().max(1)).copied();
+        let ready = ready_tx.clone();
+        let done = done_tx.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("ringcast-w{idx}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    if !core_affinity::set_for_current(core) {
+                        tracing::warn!(
+                            worker = idx,
+                            core = core.id,
+                            "cannot pin worker to its core"
+                        );
+                    }
+                }
+                let r = run_worker(driver, idx, shared, listener, rx, ready.clone());
+                if let Err(e) = r {
+                    let _ = ready.send(Err(e));
+                }
+                let _ = done.send(idx);
+            })
+            .map_err(|e| StartError::Fatal(format!("cannot start worker thread: {e}")))?;
+        workers.push(h);
+    }
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StartError::Fatal(e)),
+            Err(_) => return Err(StartError::Fatal("a worker exited during start-up".into())),
+        }
+    }
+    if shared.cfg.demo.enabled {
+        crate::demo::start(shared.clone())
+            .map_err(|e| StartError::Fatal(format!("cannot start the demo feed: {e}")))?;
+        tracing::info!("demo feed on quotes.>; open http://{addr}/");
+    }
+    Ok(Server {
+        shared,
+        addr,
+        workers,
+        done: done_rx,
+        driver: driver.name(),
+    })
+}
+
+fn run_worker(
+    driver: Driver,
+    idx: usize,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    rx: RingRx,
+    ready: Sender<Result<(), String>>,
+) -> Result<(), String> {
+    driver.block_on(idx, worker_main(idx, shared, listener, rx, ready))
+}
+
+async fn worker_main(
+    idx: usize,
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    rx: RingRx,
+    ready: Sender<Result<(), String>>,
+) -> Result<(), String> {
+    let listener = monoio::net::TcpListener::from_std(listener)
+        .map_err(|e| format!("worker {idx}: cannot register listener: {e}"))?;
+    let w = Rc::new(Worker::new(idx, shared));
+    monoio::spawn(crate::worker::drain_ring(w.clone(), rx));
+    monoio::spawn(w.clone().timer_loop());
+    monoio::spawn(crate::http::accept::accept_loop(w.clone(), listener));
+    let _ = ready.send(Ok(()));
+    w.finished().await;
+    tracing::debug!(worker = idx, "drained");
+    Ok(())
+}

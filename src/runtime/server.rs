@@ -1,0 +1,85 @@
+//! A running server as `main` sees it: its address, its driver, and the
+//! drain that ends it (readyz 503 → listeners closed → queues flushed →
+//! randomised `retry:` → close → workers joined).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use crate::ops::notify::notify_systemd;
+use crate::sequencer::SeqMsg;
+use crate::worker::Shared;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) workers: Vec<JoinHandle<()>>,
+    /// One message per worker thread that has finished.
+    pub(crate) done: Receiver<usize>,
+    pub(crate) driver: &'static str,
+}
+
+impl Server {
+    /// The address every worker listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// "io_uring" or "legacy".
+    pub fn driver(&self) -> &'static str {
+        self.driver
+    }
+
+    /// Drains and stops the server; true when every worker finished within
+    /// `timeout` (`server.shutdown_timeout_ms`).
+    pub fn shutdown(self, timeout: Duration) -> bool {
+        notify_systemd("STOPPING=1");
+        self.begin_shutdown();
+        let clean = self.wait(timeout);
+        if clean {
+            tracing::info!("shutdown complete");
+        } else {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "shutdown timeout reached; closing remaining connections"
+            );
+        }
+        clean
+    }
+
+    /// Starts draining: `/readyz` answers 503 at once; the drain marker goes
+    /// through the sequencer, so every event acknowledged before it reaches
+    /// the workers first.
+    fn begin_shutdown(&self) {
+        if !self.shared.draining.swap(true, Relaxed) {
+            let _ = self.shared.seq_tx.send(SeqMsg::Drain);
+        }
+    }
+
+    /// Waits until every worker has drained, or `timeout` passes. True when
+    /// all finished.
+    fn wait(self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut left = self.workers.len();
+        while left > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            match self.done.recv_timeout(deadline - now) {
+                Ok(_) => left -= 1,
+                Err(_) => return false,
+            }
+        }
+        for h in self.workers {
+            let _ = h.join();
+        }
+        true
+    }
+}

@@ -1,0 +1,165 @@
+//! One core's loop: owns its connections, its subscription table and its
+//! timer wheel, all `!Send` and touched by no other thread. Three tasks run
+//! beside the connections: the accept loop, the ring drain (fan-out) and the
+//! timer tick. The worker ends when it is draining and its last connection
+//! has closed.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use slab::Slab;
+
+use crate::ops::metrics::WorkerMetrics;
+
+mod batch;
+pub mod conn;
+pub mod fanout;
+mod local;
+mod registration;
+mod shared;
+mod stream;
+pub mod sub_table;
+mod timer_wheel;
+mod timers;
+
+use conn::{CloseReason, Conn, Phase};
+use local::{LocalNotify, Oneshot};
+use sub_table::SubTable;
+use timers::Timers;
+
+pub(crate) use fanout::drain_ring;
+pub(crate) use registration::Registration;
+pub(crate) use shared::Shared;
+pub(crate) use stream::run as run_stream;
+pub use timer_wheel::TimerWheel;
+
+/// A publish request's acknowledgement: the first id and the count.
+pub(crate) type Ack = Oneshot<(u64, u32)>;
+
+/// The worker's state, shared by its tasks through `Rc`.
+pub(crate) struct Worker {
+    /// Worker index (metrics label, ring index).
+    pub(crate) idx: usize,
+    /// Process-wide state.
+    pub(crate) shared: Arc<Shared>,
+    /// This worker's counters.
+    pub(crate) metrics: Arc<WorkerMetrics>,
+    /// Every open connection of this worker.
+    pub(crate) conns: RefCell<Slab<Rc<Conn>>>,
+    /// Pattern → subscriber keys.
+    pub(crate) subs: RefCell<SubTable>,
+    /// Publish requests waiting for their ack, by token.
+    pub(crate) acks: RefCell<Slab<Rc<Ack>>>,
+    /// Unsent bytes over all this worker's connections.
+    pub(crate) pending: Rc<Cell<usize>>,
+    /// This worker's share of `sse.max_queued_bytes`.
+    pub(crate) pending_budget: usize,
+    /// Highest event id this worker has fanned out: the hand-over point
+    /// between a replay from history and the live stream.
+    pub(crate) last_seen: Cell<u64>,
+    /// Set by the Drain message; never cleared.
+    pub(crate) draining: Cell<bool>,
+    /// Wakes the accept loop and `finished` on drain and on last close.
+    pub(crate) lifecycle: LocalNotify,
+    /// Deadlines of this worker's connections.
+    pub(crate) timers: Timers,
+    next_gen: Cell<u32>,
+}
+
+impl Worker {
+    /// A worker with nothing open yet.
+    pub(crate) fn new(idx: usize, shared: Arc<Shared>) -> Self {
+        let cfg = &shared.cfg;
+        Worker {
+            idx,
+            metrics: shared.workers[idx].clone(),
+            conns: RefCell::new(Slab::new()),
+            subs: RefCell::new(SubTable::new()),
+            acks: RefCell::new(Slab::new()),
+            last_seen: Cell::new(0),
+            pending: Rc::new(Cell::new(0)),
+            pending_budget: cfg.sse.max_queued_bytes / cfg.workers().max(1),
+            draining: Cell::new(false),
+            lifecycle: LocalNotify::default(),
+            timers: Timers::new(cfg),
+            next_gen: Cell::new(0),
+            shared,
+        }
+    }
+
+    /// The current tick.
+    pub(crate) fn now_tick(&self) -> u64 {
+        self.timers.now_tick()
+    }
+
+    /// Adds a connection to the table.
+    pub(crate) fn register(&self) -> Rc<Conn> {
+        let gen = self.next_gen.get().wrapping_add(1);
+        self.next_gen.set(gen);
+        let id = self.shared.next_conn_id.fetch_add(1, Relaxed);
+        let mut conns = self.conns.borrow_mut();
+        let entry = conns.vacant_entry();
+        let conn = Rc::new(Conn::new(
+            id,
+            entry.key() as u32,
+            gen,
+            self.now_tick(),
+            self.pending.clone(),
+        ));
+        entry.insert(conn.clone());
+        self.metrics.connections_active.fetch_add(1, Relaxed);
+        self.metrics.connections_total.fetch_add(1, Relaxed);
+        self.shared.open.fetch_add(1, Relaxed);
+        conn
+    }
+
+    /// Removes a connection and every subscription it had.
+    pub(crate) fn unregister(&self, conn: &Conn) {
+        {
+            let mut subs = self.subs.borrow_mut();
+            for p in conn.patterns.borrow_mut().drain(..) {
+                subs.remove(&p, conn.key);
+            }
+        }
+        if conn.phase.get() == Phase::Stream {
+            self.metrics.subscribers_active.fetch_sub(1, Relaxed);
+        }
+        conn.queue.borrow_mut().clear();
+        conn.sub_pending(usize::MAX);
+        self.conns.borrow_mut().try_remove(conn.key as usize);
+        self.metrics.connections_active.fetch_sub(1, Relaxed);
+        self.shared.open.fetch_sub(1, Relaxed);
+        if self.draining.get() {
+            self.lifecycle.notify();
+        }
+    }
+
+    /// Flips this worker to draining: the accept loop stops, idle request
+    /// connections close, event streams flush then close.
+    pub(crate) fn begin_drain(&self) {
+        if self.draining.replace(true) {
+            return;
+        }
+        let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
+        for c in conns {
+            match c.phase.get() {
+                Phase::Request => c.kill(CloseReason::Shutdown),
+                Phase::Busy => {}
+                Phase::Stream => {
+                    c.draining.set(true);
+                    c.wake();
+                }
+            }
+        }
+        self.lifecycle.notify();
+    }
+
+    /// Resolves when the worker has drained and its last connection closed.
+    pub(crate) async fn finished(&self) {
+        self.lifecycle
+            .until(|| self.draining.get() && self.conns.borrow().is_empty())
+            .await
+    }
+}

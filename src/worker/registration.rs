@@ -1,0 +1,46 @@
+//! The guard that ties a connection to its worker: created when the
+//! connection is accepted, it unregisters the connection (subscriptions,
+//! queue, counts, per-IP slot) however the connection's task ends.
+
+use std::net::IpAddr;
+use std::rc::Rc;
+
+use super::conn::Conn;
+use super::Worker;
+
+/// Removes the connection from its worker when dropped.
+pub(crate) struct Registration {
+    w: Rc<Worker>,
+    conn: Rc<Conn>,
+    /// The client address counted against `limits.max_connections_per_ip`.
+    ip: Option<IpAddr>,
+}
+
+impl Registration {
+    /// Registers a new connection on `w`; `ip` is the address it was
+    /// counted under, if the per-IP limit is on.
+    pub(crate) fn new(w: Rc<Worker>, ip: Option<IpAddr>) -> Self {
+        let conn = w.register();
+        Registration { w, conn, ip }
+    }
+
+    /// The worker that owns the connection.
+    pub(crate) fn worker(&self) -> &Rc<Worker> {
+        &self.w
+    }
+
+    /// The connection's shared state.
+    pub(crate) fn conn(&self) -> &Rc<Conn> {
+        &self.conn
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.w.unregister(&self.conn);
+        if let Some(ip) = self.ip {
+            self.w.shared.release_ip(ip);
+        }
+        tracing::debug!(conn = self.conn.id, "closed");
+    }
+}

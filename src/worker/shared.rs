@@ -1,0 +1,98 @@
+//! What every worker of the process shares, handed down at launch: the
+//! configuration, the counters, the sequencer's input, the history, and the
+//! admission counts. Read by all workers, written through atomics (or a
+//! short lock for the per-IP table) only.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::Sender;
+
+use crate::config::Config;
+use crate::ops::metrics::{GlobalMetrics, WorkerMetrics};
+use crate::sequencer::history::History;
+use crate::sequencer::SeqMsg;
+
+/// State every worker can read; written through atomics only.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The validated configuration.
+    pub(crate) cfg: Config,
+    /// Process-wide counters.
+    pub(crate) global: Arc<GlobalMetrics>,
+    /// Each worker's counters, by index.
+    pub(crate) workers: Vec<Arc<WorkerMetrics>>,
+    /// Publish requests to the sequencer (bounded: full means 503).
+    pub(crate) seq_tx: Sender<SeqMsg>,
+    /// Shutdown has begun.
+    pub(crate) draining: AtomicBool,
+    /// Open connections over all workers (for `limits.max_connections`).
+    pub(crate) open: AtomicUsize,
+    /// Source of connection ids.
+    pub(crate) next_conn_id: AtomicU64,
+    /// Retained events and last values, appended by the sequencer, read by
+    /// workers when a subscriber resumes or asks for a snapshot.
+    pub(crate) history: Arc<Mutex<History>>,
+    /// Connections per client address, kept only when a per-IP limit is set.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Shared {
+    /// True when more connections are open than `limits.max_connections`.
+    pub(crate) fn over_capacity(&self) -> bool {
+        self.open.load(Relaxed) > self.cfg.limits.max_connections
+    }
+
+    /// Counts a connection from `ip`; `None` when the per-IP limit is off or
+    /// this connection is over it (and so not counted).
+    pub(crate) fn track_ip(&self, ip: IpAddr) -> Option<IpAddr> {
+        let limit = self.cfg.limits.max_connections_per_ip;
+        if limit == 0 {
+            return None;
+        }
+        let mut map = self.per_ip.lock().expect("per-ip lock");
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(ip)
+    }
+
+    /// Releases a connection counted by `track_ip`.
+    pub(crate) fn release_ip(&self, ip: IpAddr) {
+        let mut map = self.per_ip.lock().expect("per-ip lock");
+        if let Some(n) = map.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
+
+    /// The Prometheus text of every series.
+    pub(crate) fn render_metrics(&self) -> String {
+        let ws: Vec<&WorkerMetrics> = self.workers.iter().map(|a| &**a).collect();
+        crate::ops::metrics::render(&self.global, &ws)
+    }
+}
+
+impl Shared {
+    /// Fresh state for a server about to start.
+    pub(crate) fn new(cfg: Config, seq_tx: Sender<SeqMsg>, history: Arc<Mutex<History>>) -> Self {
+        let n = cfg.workers();
+        Shared {
+            workers: (0..n).map(|_| Arc::new(WorkerMetrics::default())).collect(),
+            global: Arc::new(GlobalMetrics::default()),
+            cfg,
+            seq_tx,
+            history,
+            draining: AtomicBool::new(false),
+            open: AtomicUsize::new(0),
+            next_conn_id: AtomicU64::new(1),
+            per_ip: Mutex::new(HashMap::new()),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The event-stream side of a connection, once `/events` has registered it:
+//! loop — wait for queued frames, write them all in one vectored write,
+//! account the progress — until the client goes, the server closes it
+//! (slow, stalled) or shutdown has flushed it and said `retry:`.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, Splitable};
+use monoio::net::TcpStream;
+
+use super::batch::Batch;
+use super::conn::{Conn, Queued, REPLAYED};
+use super::{Registration, Worker};
+use crate::event::now_ns;
+use crate::frame;
+
+/// Reads (and ignores) whatever the client sends, to notice when it goes.
+async fn watch_eof(mut rd: OwnedReadHalf<TcpStream>) {
+    let mut buf = Vec::with_capacity(64);
+    loop {
+        let (res, b) = rd.read(buf).await;
+        buf = b;
+        buf.clear();
+        match res {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The write loop of one event stream, as a task of its own; dropping the
+/// registration at the end unsubscribes and frees the connection.
+pub(crate) async fn run(reg: Registration, stream: TcpStream) {
+    write_loop(reg.worker(), reg.conn(), stream).await;
+}
+
+async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
+    let (rd, mut wr) = stream.into_split();
+    let eof = watch_eof(rd);
+    let mut eof = std::pin::pin!(eof);
+    let mut batch = Batch::new();
+    let mut retry_sent = false;
+    loop {
+        if let Some(why) = conn.close.get() {
+            tracing::debug!(conn = conn.id, reason = why.as_str(), "closing stream");
+            break;
+        }
+        let idle = batch.is_empty() && conn.queue.borrow().is_empty();
+        if idle && conn.draining.get() {
+            if retry_sent {
+                break;
+            }
+            conn.push_raw(frame::retry(
+                frame::jittered_retry_ms(w.shared.cfg.sse.retry_ms),
+                None,
+            ));
+            retry_sent = true;
+            continue;
+        }
+        if idle {
+            batch.release();
+            conn.release_idle_queue();
+            let gone = monoio::select! {
+                _ = &mut eof => true,
+                _ = conn.work() => false,
+            };
+            if gone {
+                tracing::debug!(conn = conn.id, "client went away");
+                break;
+            }
+            continue;
+        }
+        let now = w.now_tick();
+        if batch.is_empty() {
+            conn.last_progress.set(now);
+        }
+        batch.fill(&mut conn.queue.borrow_mut());
+        conn.writing.set(true);
+        conn.last_write.set(now);
+        w.timers.arm_stall(conn);
+        let result = monoio::select! {
+            r = wr.writev(batch) => Some(r),
+            _ = conn.killed() => None,
+        };
+        conn.writing.set(false);
+        let Some((res, b)) = result else { break };
+        batch = b;
+        match res {
+            Ok(n) if n > 0 => {
+                let t = now_ns();
+                let m = &w.metrics;
+                let p = batch.advance(n, |q: &Queued| {
+                    if q.born_ns != 0 && q.born_ns != REPLAYED {
+                        m.observe_latency_ns(t.saturating_sub(q.born_ns));
+                    }
+                });
+                conn.sub_pending(n);
+                m.frames_delivered.fetch_add(p.frames, Relaxed);
+                m.bytes_written.fetch_add(n as u64, Relaxed);
+                conn.last_progress.set(w.now_tick());
+            }
+            _ => {
+                tracing::debug!(conn = conn.id, "write failed; client gone");
+                break;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
