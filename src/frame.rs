@@ -49,13 +49,18 @@ fn data_lines(data: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// The buffer size `encode` reserves: never less than the frame (so the one
+/// allocation is never grown), at most the unused id digits plus 8 bytes per
+/// line-break byte of `data` more.
+fn capacity(event: Option<&str>, data: &str) -> usize {
+    let line_breaks = data.bytes().filter(|&b| b == b'\n' || b == b'\r').count();
+    ID_LINE_MAX + event.map_or(0, |e| 8 + e.len()) + data.len() + (line_breaks + 1) * 7 + 1
+}
+
 /// Encodes one event frame: `id`, optional `event`, one `data:` line per line
 /// of `data`, and the blank line that dispatches it.
 pub fn encode(id: u64, event: Option<&str>, data: &str) -> Bytes {
-    let line_breaks = data.bytes().filter(|&b| b == b'\n' || b == b'\r').count();
-    let cap =
-        ID_LINE_MAX + event.map_or(0, |e| 8 + e.len()) + data.len() + (line_breaks + 1) * 7 + 1;
-    let mut buf = BytesMut::with_capacity(cap);
+    let mut buf = BytesMut::with_capacity(capacity(event, data));
     buf.put_slice(b"id: ");
     let mut itoa = itoa_buf(id);
     buf.put_slice(itoa.format());
@@ -159,10 +164,27 @@ mod tests {
     }
 
     #[test]
-    fn capacity_is_exact_or_more() {
-        let data = "line\r\n".repeat(100);
-        let f = encode(123, Some("e"), &data);
-        assert!(f.len() > data.len());
+    fn capacity_covers_the_frame_with_bounded_slack() {
+        let long_line = "x".repeat(16 << 10);
+        let mixed = "line\r\n".repeat(100) + "a\rb\nc";
+        let cases: &[(u64, Option<&str>, &str)] = &[
+            (0, None, ""),
+            (u64::MAX, Some("quote"), "x"),
+            (123, Some("e"), &mixed),
+            (7, None, "\r\n\r\n\n\r"),
+            (42, None, &long_line),
+        ];
+        for (id, ev, data) in cases {
+            let cap = capacity(*ev, data);
+            let len = encode(*id, *ev, data).len();
+            let breaks = data.bytes().filter(|&b| b == b'\n' || b == b'\r').count();
+            assert!(len <= cap, "id {id}: frame {len} > reserved {cap}");
+            assert!(
+                cap - len <= 20 + 8 * breaks,
+                "id {id}: {} bytes reserved in vain",
+                cap - len
+            );
+        }
     }
 
     #[test]

@@ -55,10 +55,28 @@ pub fn set_int_sockopt(
 
 #[cfg(test)]
 mod tests {
+    /// The soft and hard open-files limits as the kernel reports them.
+    fn nofile_limits() -> (String, String) {
+        let text = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let mut f = line["Max open files".len()..].split_whitespace();
+        (f.next().unwrap().to_owned(), f.next().unwrap().to_owned())
+    }
+
     #[test]
-    fn raises_to_hard_limit() {
+    fn raises_the_soft_limit_to_the_hard_one() {
         let n = super::raise_nofile_limit().unwrap();
-        assert!(n >= 1024);
+        let (soft, hard) = nofile_limits();
+        assert_eq!(soft, hard, "soft limit left below the hard limit");
+        let want = if hard == "unlimited" {
+            libc::RLIM_INFINITY
+        } else {
+            hard.parse().unwrap()
+        };
+        assert_eq!(n, want);
     }
 
     #[test]

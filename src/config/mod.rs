@@ -1,7 +1,7 @@
-//! The one configuration tree (SPEC §1, §9): built-in defaults, then the TOML
-//! file, then `RINGCAST_<SECTION>_<KEY>` environment variables, then CLI
-//! flags. Every layer is merged as TOML values and every key is checked on
-//! its own, so an error names the key and where it came from.
+//! The one configuration tree (SPEC §1, §9): every key with its default and
+//! the semantic checks types cannot express. Loading and layering (file,
+//! environment, flags) is in [`load`]; `tuning/ringcast.toml` documents
+//! every key.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StartError;
+
+mod load;
 
 /// Every setting, with SPEC defaults. `tuning/ringcast.toml` documents each.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -22,12 +24,8 @@ pub struct Config {
     pub history: History,
     /// `[limits]`
     pub limits: Limits,
-    /// `[auth]`
-    pub auth: Auth,
     /// `[cors]`
     pub cors: Cors,
-    /// `[cluster]`
-    pub cluster: Cluster,
     /// `[log]`
     pub log: Log,
     /// `[demo]`
@@ -162,8 +160,6 @@ pub struct Limits {
     pub header_timeout_ms: u64,
     /// Bytes per request head.
     pub max_header_bytes: usize,
-    /// Events/s per token; 0 = no limit.
-    pub publish_rate_per_token: u64,
 }
 
 impl Default for Limits {
@@ -176,21 +172,8 @@ impl Default for Limits {
             max_body_bytes: 1 << 20,
             header_timeout_ms: 10_000,
             max_header_bytes: 16 << 10,
-            publish_rate_per_token: 0,
         }
     }
-}
-
-/// `[auth]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Auth {
-    /// HS256 shared secret.
-    pub hs256_secret: Option<String>,
-    /// PEM public key (RS256/ES256).
-    pub public_key_file: Option<PathBuf>,
-    /// Clock skew allowed on `exp`.
-    pub leeway_ms: u64,
 }
 
 /// `[cors]`
@@ -199,25 +182,6 @@ pub struct Auth {
 pub struct Cors {
     /// Origins allowed; `*` for any.
     pub allowed_origins: Vec<String>,
-}
-
-/// `[cluster]`
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Cluster {
-    /// NATS server URL; unset = single node.
-    pub nats_url: Option<String>,
-    /// JetStream stream name.
-    pub stream: String,
-}
-
-impl Default for Cluster {
-    fn default() -> Self {
-        Cluster {
-            nats_url: None,
-            stream: "RINGCAST".into(),
-        }
-    }
 }
 
 /// Log line format.
@@ -322,123 +286,7 @@ pub struct Overrides {
     pub log_format: Option<String>,
 }
 
-const SECTIONS: [&str; 9] = [
-    "server", "sse", "history", "limits", "auth", "cors", "cluster", "log", "demo",
-];
-
-/// Where a key's value came from, for error messages.
-#[derive(Debug, Clone)]
-struct Origin(String);
-
-type Layer = Vec<(String, String, toml::Value, Origin)>;
-
 impl Config {
-    /// Builds the configuration from the file, `env` (pairs of name, value)
-    /// and the CLI overrides, then validates it.
-    pub fn load(
-        cli: &Overrides,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, StartError> {
-        let mut layers: Layer = Vec::new();
-        if let Some(path) = &cli.config {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                StartError::Config(format!("cannot read config file {}: {e}", path.display()))
-            })?;
-            let table: toml::Table = toml::from_str(&text)
-                .map_err(|e| StartError::Config(format!("config file {}: {e}", path.display())))?;
-            for (section, v) in table {
-                let toml::Value::Table(keys) = v else {
-                    return Err(StartError::Config(format!(
-                        "config file {}: `{section}` must be a [section]",
-                        path.display()
-                    )));
-                };
-                for (k, v) in keys {
-                    layers.push((
-                        section.clone(),
-                        k,
-                        v,
-                        Origin(format!("file {}", path.display())),
-                    ));
-                }
-            }
-        }
-        let mut env: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("RINGCAST_"))
-            .collect();
-        env.sort();
-        for (name, raw) in env {
-            let rest = name["RINGCAST_".len()..].to_ascii_lowercase();
-            let Some((section, key)) = rest.split_once('_') else {
-                return Err(StartError::Config(format!(
-                    "unknown configuration key in environment variable {name}"
-                )));
-            };
-            layers.push((
-                section.into(),
-                key.into(),
-                guess_value(&raw),
-                Origin(format!("environment {name}")),
-            ));
-        }
-        let flag = |k: &str| Origin(format!("flag --{k}"));
-        if let Some(l) = &cli.listen {
-            layers.push((
-                "server".into(),
-                "listen".into(),
-                toml::Value::String(l.clone()),
-                flag("listen"),
-            ));
-        }
-        if let Some(w) = cli.workers {
-            layers.push((
-                "server".into(),
-                "workers".into(),
-                toml::Value::Integer(w as i64),
-                flag("workers"),
-            ));
-        }
-        if cli.demo {
-            layers.push((
-                "demo".into(),
-                "enabled".into(),
-                toml::Value::Boolean(true),
-                flag("demo"),
-            ));
-        }
-        if let Some(f) = &cli.log_format {
-            layers.push((
-                "log".into(),
-                "format".into(),
-                toml::Value::String(f.clone()),
-                flag("log-format"),
-            ));
-        }
-
-        let mut merged = toml::Table::new();
-        for (section, key, value, origin) in layers {
-            if !SECTIONS.contains(&section.as_str()) {
-                return Err(StartError::Config(format!(
-                    "unknown configuration section `{section}` (key `{section}.{key}`, from {})",
-                    origin.0
-                )));
-            }
-            let value = check_key(&section, &key, value, &origin)?;
-            merged
-                .entry(section)
-                .or_insert_with(|| toml::Value::Table(Default::default()))
-                .as_table_mut()
-                .expect("sections are tables")
-                .insert(key, value);
-        }
-        let cfg: Config = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| StartError::Config(format!("configuration: {e}")))?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
     /// Semantic checks that types alone cannot express.
     pub fn validate(&self) -> Result<(), StartError> {
         let bad =
@@ -500,33 +348,6 @@ impl Config {
                 "expected a level (error, warn, info, debug, trace) or a tracing filter",
             );
         }
-        // Named features that this build does not have yet are refused rather
-        // than silently ignored: running "with auth" unauthenticated, or "in a
-        // cluster" alone, would be worse than not starting.
-        if self.auth.hs256_secret.is_some() {
-            return bad(
-                "auth.hs256_secret",
-                "token authentication is not available in this build",
-            );
-        }
-        if self.auth.public_key_file.is_some() {
-            return bad(
-                "auth.public_key_file",
-                "token authentication is not available in this build",
-            );
-        }
-        if self.limits.publish_rate_per_token != 0 {
-            return bad(
-                "limits.publish_rate_per_token",
-                "needs token authentication, not available in this build",
-            );
-        }
-        if self.cluster.nats_url.is_some() {
-            return bad(
-                "cluster.nats_url",
-                "cluster mode is not available in this build",
-            );
-        }
         Ok(())
     }
 
@@ -541,70 +362,6 @@ impl Config {
     pub fn listen_addr(&self) -> SocketAddr {
         self.server.listen.parse().expect("validated at load")
     }
-}
-
-/// An environment value's TOML reading: a TOML literal when it parses as one
-/// (`5`, `true`, `["a"]`, `"x"`), else the raw string.
-fn guess_value(raw: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
-}
-
-/// Checks one key on its own against the schema, so the error names it. An
-/// environment value that failed as a guessed type is retried as a string,
-/// then as a comma-separated list.
-fn check_key(
-    section: &str,
-    key: &str,
-    value: toml::Value,
-    origin: &Origin,
-) -> Result<toml::Value, StartError> {
-    let try_one = |v: &toml::Value| -> Result<(), String> {
-        let mut inner = toml::Table::new();
-        inner.insert(key.to_owned(), v.clone());
-        let mut outer = toml::Table::new();
-        outer.insert(section.to_owned(), toml::Value::Table(inner));
-        toml::Value::Table(outer)
-            .try_into::<Config>()
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
-    let first = match try_one(&value) {
-        Ok(()) => return Ok(value),
-        Err(e) => e,
-    };
-    if first.contains("unknown field") {
-        return Err(StartError::Config(format!(
-            "unknown configuration key `{section}.{key}` (from {})",
-            origin.0
-        )));
-    }
-    if origin.0.starts_with("environment") {
-        let raw = match &value {
-            toml::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let as_string = toml::Value::String(raw.clone());
-        if try_one(&as_string).is_ok() {
-            return Ok(as_string);
-        }
-        let as_list = toml::Value::Array(
-            raw.split(',')
-                .map(|s| toml::Value::String(s.trim().to_owned()))
-                .filter(|v| v.as_str() != Some(""))
-                .collect(),
-        );
-        if try_one(&as_list).is_ok() {
-            return Ok(as_list);
-        }
-    }
-    Err(StartError::Config(format!(
-        "bad value for `{section}.{key}` (from {}): {}",
-        origin.0,
-        first.trim().replace('\n', " ")
-    )))
 }
 
 #[cfg(test)]
@@ -633,7 +390,6 @@ mod tests {
         assert_eq!(c.sse.max_pending_bytes, 1_048_576);
         assert_eq!(c.history.max_bytes, 268_435_456);
         assert_eq!(c.limits.max_event_bytes, 65_536);
-        assert_eq!(c.cluster.stream, "RINGCAST");
         assert!(c.workers() >= 1);
     }
 
@@ -649,7 +405,7 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/ringcast.toml"),
         )
         .unwrap();
-        for key in ["workers", "hs256_secret", "public_key_file", "nats_url"] {
+        for key in ["workers"] {
             assert!(text.contains(&format!("# {key} = ")), "{key} undocumented");
         }
     }
@@ -686,6 +442,15 @@ mod tests {
             (("RINGCAST_SERVER_LISTEN", "nowhere"), "server.listen"),
             (("RINGCAST_SSE_SLOW_POLICY", "drop"), "sse.slow_policy"),
             (("RINGCAST_LOG_FORMAT", "xml"), "log.format"),
+            (("RINGCAST_AUTH_HS256_SECRET", "s3cret"), "auth"),
+            (
+                ("RINGCAST_CLUSTER_NATS_URL", "nats://127.0.0.1:4222"),
+                "cluster",
+            ),
+            (
+                ("RINGCAST_LIMITS_PUBLISH_RATE_PER_TOKEN", "5"),
+                "limits.publish_rate_per_token",
+            ),
         ];
         for ((k, v), want) in cases {
             let err = load(&[(k, v)]).unwrap_err();

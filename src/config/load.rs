@@ -1,0 +1,216 @@
+//! Loading the configuration: built-in defaults, then the TOML file, then
+//! `RINGCAST_<SECTION>_<KEY>` environment variables, then CLI flags. Every
+//! layer is merged as TOML values and every key is checked on its own, so an
+//! error names the key and where it came from.
+
+use std::collections::BTreeMap;
+
+use super::{Config, Overrides};
+use crate::error::StartError;
+
+/// Every section and key the configuration has, read from the serialised
+/// defaults (an unset `Option` key serialises as null, so it is listed too):
+/// the schema cannot drift from the structs.
+struct Schema(BTreeMap<String, Vec<String>>);
+
+impl Schema {
+    fn of_defaults() -> Schema {
+        let v = serde_json::to_value(Config::default()).expect("the defaults serialise");
+        let sections = v
+            .as_object()
+            .expect("the configuration is a table of sections")
+            .iter()
+            .map(|(name, keys)| {
+                let keys = keys
+                    .as_object()
+                    .map(|k| k.keys().cloned().collect())
+                    .unwrap_or_default();
+                (name.clone(), keys)
+            })
+            .collect();
+        Schema(sections)
+    }
+
+    /// An unknown section or key is an error that names it and its origin.
+    fn check_known(&self, section: &str, key: &str, origin: &Origin) -> Result<(), StartError> {
+        match self.0.get(section) {
+            None => Err(StartError::Config(format!(
+                "unknown configuration section `{section}` (key `{section}.{key}`, from {})",
+                origin.0
+            ))),
+            Some(keys) if !keys.iter().any(|k| k == key) => Err(StartError::Config(format!(
+                "unknown configuration key `{section}.{key}` (from {})",
+                origin.0
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// Where a key's value came from, for error messages.
+#[derive(Debug, Clone)]
+struct Origin(String);
+
+type Layer = Vec<(String, String, toml::Value, Origin)>;
+
+impl Config {
+    /// Builds the configuration from the file, `env` (pairs of name, value)
+    /// and the CLI overrides, then validates it.
+    pub fn load(
+        cli: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, StartError> {
+        let mut layers: Layer = Vec::new();
+        if let Some(path) = &cli.config {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                StartError::Config(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| StartError::Config(format!("config file {}: {e}", path.display())))?;
+            for (section, v) in table {
+                let toml::Value::Table(keys) = v else {
+                    return Err(StartError::Config(format!(
+                        "config file {}: `{section}` must be a [section]",
+                        path.display()
+                    )));
+                };
+                for (k, v) in keys {
+                    layers.push((
+                        section.clone(),
+                        k,
+                        v,
+                        Origin(format!("file {}", path.display())),
+                    ));
+                }
+            }
+        }
+        let mut env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("RINGCAST_"))
+            .collect();
+        env.sort();
+        for (name, raw) in env {
+            let rest = name["RINGCAST_".len()..].to_ascii_lowercase();
+            let Some((section, key)) = rest.split_once('_') else {
+                return Err(StartError::Config(format!(
+                    "unknown configuration key in environment variable {name}"
+                )));
+            };
+            layers.push((
+                section.into(),
+                key.into(),
+                guess_value(&raw),
+                Origin(format!("environment {name}")),
+            ));
+        }
+        let flag = |k: &str| Origin(format!("flag --{k}"));
+        if let Some(l) = &cli.listen {
+            layers.push((
+                "server".into(),
+                "listen".into(),
+                toml::Value::String(l.clone()),
+                flag("listen"),
+            ));
+        }
+        if let Some(w) = cli.workers {
+            layers.push((
+                "server".into(),
+                "workers".into(),
+                toml::Value::Integer(w as i64),
+                flag("workers"),
+            ));
+        }
+        if cli.demo {
+            layers.push((
+                "demo".into(),
+                "enabled".into(),
+                toml::Value::Boolean(true),
+                flag("demo"),
+            ));
+        }
+        if let Some(f) = &cli.log_format {
+            layers.push((
+                "log".into(),
+                "format".into(),
+                toml::Value::String(f.clone()),
+                flag("log-format"),
+            ));
+        }
+
+        let schema = Schema::of_defaults();
+        let mut merged = toml::Table::new();
+        for (section, key, value, origin) in layers {
+            schema.check_known(&section, &key, &origin)?;
+            let value = check_key(&section, &key, value, &origin)?;
+            merged
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .expect("sections are tables")
+                .insert(key, value);
+        }
+        let cfg: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| StartError::Config(format!("configuration: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// An environment value's TOML reading: a TOML literal when it parses as one
+/// (`5`, `true`, `["a"]`, `"x"`), else the raw string.
+fn guess_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+/// Checks one key on its own against the schema, so the error names it. An
+/// environment value that failed as a guessed type is retried as a string,
+/// then as a comma-separated list.
+fn check_key(
+    section: &str,
+    key: &str,
+    value: toml::Value,
+    origin: &Origin,
+) -> Result<toml::Value, StartError> {
+    let try_one = |v: &toml::Value| -> Result<(), String> {
+        let mut inner = toml::Table::new();
+        inner.insert(key.to_owned(), v.clone());
+        let mut outer = toml::Table::new();
+        outer.insert(section.to_owned(), toml::Value::Table(inner));
+        toml::Value::Table(outer)
+            .try_into::<Config>()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let first = match try_one(&value) {
+        Ok(()) => return Ok(value),
+        Err(e) => e,
+    };
+    if origin.0.starts_with("environment") {
+        let raw = match &value {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let as_string = toml::Value::String(raw.clone());
+        if try_one(&as_string).is_ok() {
+            return Ok(as_string);
+        }
+        let as_list = toml::Value::Array(
+            raw.split(',')
+                .map(|s| toml::Value::String(s.trim().to_owned()))
+                .filter(|v| v.as_str() != Some(""))
+                .collect(),
+        );
+        if try_one(&as_list).is_ok() {
+            return Ok(as_list);
+        }
+    }
+    Err(StartError::Config(format!(
+        "bad value for `{section}.{key}` (from {}): {}",
+        origin.0,
+        first.trim().replace('\n', " ")
+    )))
+}
