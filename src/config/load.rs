@@ -11,10 +11,10 @@ use crate::error::StartError;
 /// Every section and key the configuration has, read from the serialised
 /// defaults (an unset `Option` key serialises as null, so it is listed too):
 /// the schema cannot drift from the structs.
-struct Schema(BTreeMap<String, Vec<String>>);
+pub(super) struct Schema(BTreeMap<String, Vec<String>>);
 
 impl Schema {
-    fn of_defaults() -> Schema {
+    pub(super) fn of_defaults() -> Schema {
         let v = serde_json::to_value(Config::default()).expect("the defaults serialise");
         let sections = v
             .as_object()
@@ -29,6 +29,14 @@ impl Schema {
             })
             .collect();
         Schema(sections)
+    }
+
+    /// Every `(section, key)`.
+    #[cfg(test)]
+    pub(super) fn keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .flat_map(|(s, keys)| keys.iter().map(move |k| (s.as_str(), k.as_str())))
     }
 
     /// An unknown section or key is an error that names it and its origin.

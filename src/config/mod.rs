@@ -405,8 +405,18 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/ringcast.toml"),
         )
         .unwrap();
-        for key in ["workers"] {
-            assert!(text.contains(&format!("# {key} = ")), "{key} undocumented");
+        let schema = load::Schema::of_defaults();
+        assert_eq!(schema.keys().count(), 29, "the schema lists every key");
+        for (section, key) in schema.keys() {
+            let body = text
+                .split(&format!("[{section}]\n"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("[{section}] undocumented"));
+            let body = body.split("\n[").next().unwrap();
+            assert!(
+                body.contains(&format!("\n{key} = ")) || body.contains(&format!("\n# {key} = ")),
+                "{section}.{key} undocumented in tuning/ringcast.toml"
+            );
         }
     }
 
