@@ -8,6 +8,8 @@
 //! per-topic sequence number and a send timestamp. Streams may be
 //! close-delimited (ringcast) or chunked (nchan). Every run stops by itself.
 
+mod notify;
+
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -17,7 +19,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
-use ringcast::worker::LocalNotify;
+use notify::LocalNotify;
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "ringcast-load", about = "Bounded SSE fan-out load generator")]
