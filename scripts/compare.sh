@@ -21,7 +21,7 @@ mod=$(ls /usr/lib/nginx/modules/ngx_nchan_module.so 2>/dev/null || true)
 [ -n "$mod" ] || { echo "compare: libnginx-mod-nchan is not installed"; exit 1; }
 # Always rebuild (a no-op when fresh): stale binaries would be measured.
 cargo build --release --quiet --bins
-cargo build --release --quiet --features chart --bin ringcast-chart
+cargo build --release --quiet -p ringcast-load --features chart --bin ringcast-chart
 ulimit -n "$(ulimit -Hn)"
 out=benches/results
 mkdir -p "$out"

@@ -5,7 +5,7 @@
 # exactly once and in order. Bounded in time; cleans up after itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x target/release/ringcast ] && [ -x target/release/ringcast-load ] || cargo build --release --quiet --bins
+[ -x target/release/ringcast ] && [ -x target/release/ringcast-load ] || cargo build --release --quiet --bin ringcast --bin ringcast-load
 tmp=$(mktemp -d)
 server=""
 cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$tmp"; }
