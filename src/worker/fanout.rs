@@ -49,13 +49,12 @@ pub struct Bound {
 /// `disconnect`. The half-bound rule makes conflation amortised O(1) per
 /// event: after a pass, half the bound must refill before the next one.
 pub fn enqueue(conn: &Conn, ev: &Event, bound: Bound, metrics: &WorkerMetrics) -> Enqueued {
-    if conn.close.get().is_some() {
+    if conn.closed().is_some() {
         return Enqueued::Closed;
     }
-    if ev.id <= conn.last_id.get() {
+    if !conn.claim_id(ev.id) {
         return Enqueued::Duplicate;
     }
-    conn.last_id.set(ev.id);
     let conflate = bound.policy == SlowPolicy::Conflate;
     if conn.pending() + ev.frame.len() > bound.max_pending {
         if conflate {
@@ -123,7 +122,7 @@ impl Worker {
             .conns
             .borrow()
             .iter()
-            .filter(|(_, c)| c.close.get().is_none() && c.pending() > 0)
+            .filter(|(_, c)| c.closed().is_none() && c.pending() > 0)
             .map(|(_, c)| (c.pending(), c.clone()))
             .collect();
         by_size.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));

@@ -12,12 +12,11 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use super::conn::{CloseReason, Conn, Queued};
+use super::conn::{CloseReason, Conn, Expiry, Heartbeat};
 use super::local::LocalNotify;
 use super::timer_wheel::TimerWheel;
 use super::Worker;
 use crate::config::Config;
-use crate::frame::HEARTBEAT;
 
 /// Timer resolution in milliseconds. Heartbeats and timeouts are accurate to
 /// one tick; a tick costs one timer wake-up per worker, not per connection.
@@ -101,36 +100,29 @@ impl Timers {
     /// Starts (or restarts) the request-head deadline.
     pub(crate) fn arm_header(&self, conn: &Conn) {
         let at = self.now_tick() + self.header_ticks;
-        conn.header_deadline.set(at);
-        if !conn.header_armed.get() {
-            conn.header_armed.set(true);
+        if conn.arm_header(at) {
             self.schedule(conn, at, TimerKind::Header);
         }
     }
 
     /// Stops the request-head deadline (lazily: the entry is ignored when it fires).
     pub(crate) fn disarm_header(&self, conn: &Conn) {
-        conn.header_deadline.set(0);
+        conn.disarm_header();
     }
 
     /// Starts the heartbeat cycle of an event stream.
     pub(crate) fn arm_heartbeat(&self, conn: &Conn) {
         self.schedule(
             conn,
-            conn.last_write.get() + self.heartbeat_ticks,
+            conn.heartbeat_at(self.heartbeat_ticks),
             TimerKind::Heartbeat,
         );
     }
 
     /// Makes sure a stall check is pending while a write is in flight.
     pub(crate) fn arm_stall(&self, conn: &Conn) {
-        if !conn.stall_armed.get() {
-            conn.stall_armed.set(true);
-            self.schedule(
-                conn,
-                conn.last_progress.get() + self.stall_ticks,
-                TimerKind::Stall,
-            );
+        if let Some(at) = conn.arm_stall(self.stall_ticks) {
+            self.schedule(conn, at, TimerKind::Stall);
         }
     }
 }
@@ -142,58 +134,32 @@ impl Worker {
             _ => return,
         };
         match t.kind {
-            TimerKind::Header => {
-                conn.header_armed.set(false);
-                let due = conn.header_deadline.get();
-                if due == 0 {
-                } else if now >= due {
-                    conn.kill(CloseReason::HeaderTimeout);
-                } else {
-                    conn.header_armed.set(true);
-                    self.timers.schedule(&conn, due, TimerKind::Header);
+            TimerKind::Header => match conn.on_header_timer(now) {
+                Expiry::Off => {}
+                Expiry::Passed => conn.kill(CloseReason::HeaderTimeout),
+                Expiry::Rearm(at) => self.timers.schedule(&conn, at, TimerKind::Header),
+            },
+            TimerKind::Heartbeat => match conn.on_heartbeat_timer(now, self.timers.heartbeat_ticks)
+            {
+                Heartbeat::Stop => {}
+                Heartbeat::Sent { next } => {
+                    self.metrics.heartbeats.fetch_add(1, Relaxed);
+                    self.timers.schedule(&conn, next, TimerKind::Heartbeat);
                 }
-            }
-            TimerKind::Heartbeat => {
-                if conn.close.get().is_some() {
-                    return;
-                }
-                let due = conn.last_write.get() + self.timers.heartbeat_ticks;
-                if now >= due {
-                    if !conn.writing.get() && conn.queue.borrow().is_empty() {
-                        conn.push(Queued {
-                            frame: HEARTBEAT.clone(),
-                            born_ns: 0,
-                            topic: None,
-                        });
-                        self.metrics.heartbeats.fetch_add(1, Relaxed);
-                    }
-                    self.timers.schedule(
-                        &conn,
-                        now + self.timers.heartbeat_ticks,
-                        TimerKind::Heartbeat,
-                    );
-                } else {
-                    self.timers.schedule(&conn, due, TimerKind::Heartbeat);
-                }
-            }
-            TimerKind::Stall => {
-                conn.stall_armed.set(false);
-                if !conn.writing.get() {
-                    return;
-                }
-                let due = conn.last_progress.get() + self.timers.stall_ticks;
-                if now >= due {
+                Heartbeat::Wait { at } => self.timers.schedule(&conn, at, TimerKind::Heartbeat),
+            },
+            TimerKind::Stall => match conn.on_stall_timer(now, self.timers.stall_ticks) {
+                Expiry::Off => {}
+                Expiry::Passed => {
                     tracing::info!(
                         conn = conn.id,
                         "closing subscriber: no bytes accepted for sse.write_stall_ms"
                     );
                     self.metrics.stall_disconnects.fetch_add(1, Relaxed);
                     conn.kill(CloseReason::Stall);
-                } else {
-                    conn.stall_armed.set(true);
-                    self.timers.schedule(&conn, due, TimerKind::Stall);
                 }
-            }
+                Expiry::Rearm(at) => self.timers.schedule(&conn, at, TimerKind::Stall),
+            },
         }
     }
 
