@@ -453,6 +453,12 @@ impl Conn {
         self.stall_armed.set(matches!(expiry, Expiry::Rearm(_)));
         expiry
     }
+
+    /// A copy of the queue, for tests elsewhere in the worker.
+    #[cfg(test)]
+    pub(crate) fn queue_snapshot(&self) -> Vec<Queued> {
+        self.queue.borrow().iter().cloned().collect()
+    }
 }
 
 #[cfg(test)]

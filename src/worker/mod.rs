@@ -159,3 +159,17 @@ impl Worker {
             .await
     }
 }
+
+#[cfg(test)]
+impl Worker {
+    /// Worker 0 of a one-worker server configured by `cfg`, with no
+    /// sequencer behind it and no runtime under it: its state (connections,
+    /// queues, timers) is plain data, so unit tests drive it directly.
+    pub(crate) fn for_test(mut cfg: crate::config::Config) -> Self {
+        use crate::sequencer::history::History;
+        cfg.server.workers = Some(1);
+        let (seq_tx, _) = crossbeam_channel::bounded(1);
+        let history = Arc::new(std::sync::Mutex::new(History::new(&cfg.history)));
+        Worker::new(0, Arc::new(Shared::new(cfg, seq_tx, history)))
+    }
+}
