@@ -39,8 +39,7 @@ fn bench(c: &mut Criterion) {
                     enqueue(c, &ev, bound, &metrics);
                 }
                 for c in &conns {
-                    c.queue.borrow_mut().clear();
-                    c.sub_pending(usize::MAX);
+                    c.discard_unsent();
                 }
             })
         });
@@ -84,8 +83,7 @@ fn bench(c: &mut Criterion) {
                     enqueue(c, &ev, conflate, &metrics);
                 }
                 for c in &conns[stalled..] {
-                    c.queue.borrow_mut().clear();
-                    c.sub_pending(usize::MAX);
+                    c.discard_unsent();
                 }
             })
         });

@@ -52,7 +52,7 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
     let max_head = cfg.limits.max_header_bytes;
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
-        conn.phase.set(Phase::Request);
+        conn.set_phase(Phase::Request);
         if w.draining.get() && buf.is_empty() {
             return;
         }
@@ -76,7 +76,7 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
                 Read::Killed(_) => return,
             }
         };
-        conn.phase.set(Phase::Busy);
+        conn.set_phase(Phase::Busy);
         let cors = response::cors_headers(&cfg.cors, head.origin.as_deref());
         if over_ip_limit && !is_ops_path(&head.path) {
             return fail(

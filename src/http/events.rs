@@ -84,22 +84,18 @@ pub(super) async fn subscribe(
             topic: Some(ev.topic.clone()),
         });
     }
-    conn.last_id.set(catch_up.resume_after.max(upto));
+    conn.set_last_id(catch_up.resume_after.max(upto));
     {
         let mut subs = w.subs.borrow_mut();
         for p in &patterns {
             subs.insert(p, conn.key);
         }
     }
-    *conn.patterns.borrow_mut() = patterns;
-    conn.phase.set(Phase::Stream);
+    conn.set_patterns(patterns);
+    conn.set_phase(Phase::Stream);
     w.metrics.subscribers_active.fetch_add(1, Relaxed);
     w.timers.arm_heartbeat(conn);
-    tracing::debug!(
-        conn = conn.id,
-        topics = conn.patterns.borrow().len(),
-        "subscribed"
-    );
+    tracing::debug!(conn = conn.id, topics = conn.pattern_count(), "subscribed");
     Some(stream)
 }
 

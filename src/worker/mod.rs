@@ -119,15 +119,14 @@ impl Worker {
     pub(crate) fn unregister(&self, conn: &Conn) {
         {
             let mut subs = self.subs.borrow_mut();
-            for p in conn.patterns.borrow_mut().drain(..) {
+            for p in conn.take_patterns() {
                 subs.remove(&p, conn.key);
             }
         }
-        if conn.phase.get() == Phase::Stream {
+        if conn.phase() == Phase::Stream {
             self.metrics.subscribers_active.fetch_sub(1, Relaxed);
         }
-        conn.queue.borrow_mut().clear();
-        conn.sub_pending(usize::MAX);
+        conn.discard_unsent();
         self.conns.borrow_mut().try_remove(conn.key as usize);
         self.metrics.connections_active.fetch_sub(1, Relaxed);
         self.shared.open.fetch_sub(1, Relaxed);
@@ -144,13 +143,10 @@ impl Worker {
         }
         let conns: Vec<Rc<Conn>> = self.conns.borrow().iter().map(|(_, c)| c.clone()).collect();
         for c in conns {
-            match c.phase.get() {
+            match c.phase() {
                 Phase::Request => c.kill(CloseReason::Shutdown),
                 Phase::Busy => {}
-                Phase::Stream => {
-                    c.draining.set(true);
-                    c.wake();
-                }
+                Phase::Stream => c.start_drain(),
             }
         }
         self.lifecycle.notify();
@@ -161,5 +157,19 @@ impl Worker {
         self.lifecycle
             .until(|| self.draining.get() && self.conns.borrow().is_empty())
             .await
+    }
+}
+
+#[cfg(test)]
+impl Worker {
+    /// Worker 0 of a one-worker server configured by `cfg`, with no
+    /// sequencer behind it and no runtime under it: its state (connections,
+    /// queues, timers) is plain data, so unit tests drive it directly.
+    pub(crate) fn for_test(mut cfg: crate::config::Config) -> Self {
+        use crate::sequencer::history::History;
+        cfg.server.workers = Some(1);
+        let (seq_tx, _) = crossbeam_channel::bounded(1);
+        let history = Arc::new(std::sync::Mutex::new(History::new(&cfg.history)));
+        Worker::new(0, Arc::new(Shared::new(cfg, seq_tx, history)))
     }
 }

@@ -41,12 +41,12 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
     let mut batch = Batch::new();
     let mut retry_sent = false;
     loop {
-        if let Some(why) = conn.close.get() {
+        if let Some(why) = conn.closed() {
             tracing::debug!(conn = conn.id, reason = why.as_str(), "closing stream");
             break;
         }
-        let idle = batch.is_empty() && conn.queue.borrow().is_empty();
-        if idle && conn.draining.get() {
+        let idle = batch.is_empty() && !conn.has_queued();
+        if idle && conn.is_draining() {
             if retry_sent {
                 break;
             }
@@ -70,19 +70,17 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
             }
             continue;
         }
-        let now = w.now_tick();
-        if batch.is_empty() {
-            conn.last_progress.set(now);
-        }
-        batch.fill(&mut conn.queue.borrow_mut());
-        conn.writing.set(true);
-        conn.last_write.set(now);
+        conn.begin_write(w.now_tick(), &mut batch);
         w.timers.arm_stall(conn);
         let result = monoio::select! {
             r = wr.writev(batch) => Some(r),
             _ = conn.killed() => None,
         };
-        conn.writing.set(false);
+        let sent = match &result {
+            Some((Ok(n), _)) => *n,
+            _ => 0,
+        };
+        conn.end_write(sent, w.now_tick());
         let Some((res, b)) = result else { break };
         batch = b;
         match res {
@@ -94,10 +92,8 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
                         m.observe_latency_ns(t.saturating_sub(q.born_ns));
                     }
                 });
-                conn.sub_pending(n);
                 m.frames_delivered.fetch_add(p.frames, Relaxed);
                 m.bytes_written.fetch_add(n as u64, Relaxed);
-                conn.last_progress.set(w.now_tick());
             }
             _ => {
                 tracing::debug!(conn = conn.id, "write failed; client gone");

@@ -12,12 +12,11 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use super::conn::{CloseReason, Conn, Queued};
+use super::conn::{CloseReason, Conn, Expiry, Heartbeat};
 use super::local::LocalNotify;
 use super::timer_wheel::TimerWheel;
 use super::Worker;
 use crate::config::Config;
-use crate::frame::HEARTBEAT;
 
 /// Timer resolution in milliseconds. Heartbeats and timeouts are accurate to
 /// one tick; a tick costs one timer wake-up per worker, not per connection.
@@ -101,36 +100,29 @@ impl Timers {
     /// Starts (or restarts) the request-head deadline.
     pub(crate) fn arm_header(&self, conn: &Conn) {
         let at = self.now_tick() + self.header_ticks;
-        conn.header_deadline.set(at);
-        if !conn.header_armed.get() {
-            conn.header_armed.set(true);
+        if conn.arm_header(at) {
             self.schedule(conn, at, TimerKind::Header);
         }
     }
 
     /// Stops the request-head deadline (lazily: the entry is ignored when it fires).
     pub(crate) fn disarm_header(&self, conn: &Conn) {
-        conn.header_deadline.set(0);
+        conn.disarm_header();
     }
 
     /// Starts the heartbeat cycle of an event stream.
     pub(crate) fn arm_heartbeat(&self, conn: &Conn) {
         self.schedule(
             conn,
-            conn.last_write.get() + self.heartbeat_ticks,
+            conn.heartbeat_at(self.heartbeat_ticks),
             TimerKind::Heartbeat,
         );
     }
 
     /// Makes sure a stall check is pending while a write is in flight.
     pub(crate) fn arm_stall(&self, conn: &Conn) {
-        if !conn.stall_armed.get() {
-            conn.stall_armed.set(true);
-            self.schedule(
-                conn,
-                conn.last_progress.get() + self.stall_ticks,
-                TimerKind::Stall,
-            );
+        if let Some(at) = conn.arm_stall(self.stall_ticks) {
+            self.schedule(conn, at, TimerKind::Stall);
         }
     }
 }
@@ -142,58 +134,32 @@ impl Worker {
             _ => return,
         };
         match t.kind {
-            TimerKind::Header => {
-                conn.header_armed.set(false);
-                let due = conn.header_deadline.get();
-                if due == 0 {
-                } else if now >= due {
-                    conn.kill(CloseReason::HeaderTimeout);
-                } else {
-                    conn.header_armed.set(true);
-                    self.timers.schedule(&conn, due, TimerKind::Header);
+            TimerKind::Header => match conn.on_header_timer(now) {
+                Expiry::Off => {}
+                Expiry::Passed => conn.kill(CloseReason::HeaderTimeout),
+                Expiry::Rearm(at) => self.timers.schedule(&conn, at, TimerKind::Header),
+            },
+            TimerKind::Heartbeat => match conn.on_heartbeat_timer(now, self.timers.heartbeat_ticks)
+            {
+                Heartbeat::Stop => {}
+                Heartbeat::Sent { next } => {
+                    self.metrics.heartbeats.fetch_add(1, Relaxed);
+                    self.timers.schedule(&conn, next, TimerKind::Heartbeat);
                 }
-            }
-            TimerKind::Heartbeat => {
-                if conn.close.get().is_some() {
-                    return;
-                }
-                let due = conn.last_write.get() + self.timers.heartbeat_ticks;
-                if now >= due {
-                    if !conn.writing.get() && conn.queue.borrow().is_empty() {
-                        conn.push(Queued {
-                            frame: HEARTBEAT.clone(),
-                            born_ns: 0,
-                            topic: None,
-                        });
-                        self.metrics.heartbeats.fetch_add(1, Relaxed);
-                    }
-                    self.timers.schedule(
-                        &conn,
-                        now + self.timers.heartbeat_ticks,
-                        TimerKind::Heartbeat,
-                    );
-                } else {
-                    self.timers.schedule(&conn, due, TimerKind::Heartbeat);
-                }
-            }
-            TimerKind::Stall => {
-                conn.stall_armed.set(false);
-                if !conn.writing.get() {
-                    return;
-                }
-                let due = conn.last_progress.get() + self.timers.stall_ticks;
-                if now >= due {
+                Heartbeat::Wait { at } => self.timers.schedule(&conn, at, TimerKind::Heartbeat),
+            },
+            TimerKind::Stall => match conn.on_stall_timer(now, self.timers.stall_ticks) {
+                Expiry::Off => {}
+                Expiry::Passed => {
                     tracing::info!(
                         conn = conn.id,
                         "closing subscriber: no bytes accepted for sse.write_stall_ms"
                     );
                     self.metrics.stall_disconnects.fetch_add(1, Relaxed);
                     conn.kill(CloseReason::Stall);
-                } else {
-                    conn.stall_armed.set(true);
-                    self.timers.schedule(&conn, due, TimerKind::Stall);
                 }
-            }
+                Expiry::Rearm(at) => self.timers.schedule(&conn, at, TimerKind::Stall),
+            },
         }
     }
 
@@ -217,6 +183,244 @@ impl Worker {
             for t in fired.drain(..) {
                 self.on_timer(t, now);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::frame::HEARTBEAT;
+    use crate::worker::batch::Batch;
+
+    fn worker() -> Worker {
+        Worker::for_test(Config::default())
+    }
+
+    fn fire(w: &Worker, conn: &Conn, kind: TimerKind, now: u64) {
+        let t = TimerRef {
+            key: conn.key,
+            gen: conn.gen,
+            kind,
+        };
+        w.on_timer(t, now);
+    }
+
+    /// Every entry in the wheel with the tick it fires at, leaving an empty
+    /// wheel at tick 0 in its place.
+    fn drain_wheel(w: &Worker) -> Vec<(u64, TimerKind)> {
+        let mut wheel = w.timers.wheel.replace(TimerWheel::new(WHEEL_SLOTS, 0));
+        let mut out = Vec::new();
+        let mut tick = 0;
+        while !wheel.is_empty() {
+            wheel.expire(tick, |t| out.push((tick, t.kind)));
+            tick += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn header_timer() {
+        use TimerKind::Header;
+        // The deadline armed, then maybe moved or disarmed; the entry fires
+        // at `now`.
+        #[derive(Clone, Copy)]
+        enum Then {
+            Nothing,
+            MovedTo(u64),
+            Disarmed,
+        }
+        #[rustfmt::skip]
+        let cases = [
+            // name               then                now  killed wheel
+            ("deadline reached",  Then::Nothing,      100, true,  vec![]),
+            ("deadline passed",   Then::Nothing,      150, true,  vec![]),
+            ("disarmed",          Then::Disarmed,     100, false, vec![]),
+            ("moved later",       Then::MovedTo(300), 100, false, vec![(300, Header)]),
+            ("moved, and passed", Then::MovedTo(300), 300, true,  vec![]),
+        ];
+        for (name, then, now, killed, wheel) in cases {
+            let w = worker();
+            let c = w.register();
+            assert!(c.arm_header(100), "{name}");
+            match then {
+                Then::Nothing => {}
+                Then::MovedTo(at) => assert!(!c.arm_header(at), "{name}"),
+                Then::Disarmed => c.disarm_header(),
+            }
+            fire(&w, &c, Header, now);
+            let want = killed.then_some(CloseReason::HeaderTimeout);
+            assert_eq!(c.closed(), want, "{name}");
+            assert_eq!(drain_wheel(&w), wheel, "{name}: wheel");
+        }
+    }
+
+    #[test]
+    fn heartbeat_timer() {
+        use TimerKind::Heartbeat;
+        #[derive(Clone, Copy)]
+        enum State {
+            Idle,
+            Queued,
+            Writing,
+            Closed,
+        }
+        /// When the next check is scheduled.
+        #[derive(Clone, Copy)]
+        enum Next {
+            /// When the heartbeat is due.
+            AtDue,
+            /// A heartbeat period after the entry fired.
+            PeriodAfter,
+            /// Never: the cycle ends.
+            No,
+        }
+        // `late`: ticks after the heartbeat is due that the entry fires;
+        // `beat`: a heartbeat frame was queued.
+        #[rustfmt::skip]
+        let cases = [
+            // name                    state          late beat   next
+            ("silent and idle",        State::Idle,    0,  true,  Next::PeriodAfter),
+            ("silent, fired late",     State::Idle,    7,  true,  Next::PeriodAfter),
+            ("not silent long enough", State::Idle,    -1, false, Next::AtDue),
+            ("frames already queued",  State::Queued,  0,  false, Next::PeriodAfter),
+            ("a write in flight",      State::Writing, 0,  false, Next::PeriodAfter),
+            ("closed",                 State::Closed,  0,  false, Next::No),
+        ];
+        for (name, state, late, beat, next) in cases {
+            let w = worker();
+            let every = w.timers.heartbeat_ticks;
+            let c = w.register();
+            let mut batch = Batch::new();
+            match state {
+                State::Idle => {}
+                State::Queued => c.push_raw(Bytes::from_static(b"data: x\n\n")),
+                State::Writing => {
+                    c.push_raw(Bytes::from_static(b"data: x\n\n"));
+                    c.begin_write(0, &mut batch);
+                }
+                State::Closed => c.kill(CloseReason::Slow),
+            }
+            let due = c.heartbeat_at(every);
+            let now = due.checked_add_signed(late).unwrap();
+            let before = c.queue_snapshot().len();
+            fire(&w, &c, Heartbeat, now);
+            let q = c.queue_snapshot();
+            assert_eq!(q.len() - before, usize::from(beat), "{name}: queued");
+            if beat {
+                assert_eq!(q.last().unwrap().frame, HEARTBEAT, "{name}");
+            }
+            assert_eq!(
+                w.metrics.heartbeats.load(Relaxed),
+                u64::from(beat),
+                "{name}"
+            );
+            let want = match next {
+                Next::AtDue => vec![(due, Heartbeat)],
+                Next::PeriodAfter => vec![(now + every, Heartbeat)],
+                Next::No => vec![],
+            };
+            assert_eq!(drain_wheel(&w), want, "{name}: wheel");
+        }
+    }
+
+    #[test]
+    fn stall_timer() {
+        use TimerKind::Stall;
+        // A 10-byte write starts at tick 50. `progress`: the tick it sent 4
+        // bytes at (the rest then goes out in a write started 10 ticks
+        // later); `done`: no write is in flight any more; `late`: ticks after
+        // 50 + the limit that the entry fires; `rearm`: the progress tick the
+        // entry is re-armed from.
+        #[rustfmt::skip]
+        let cases = [
+            // name                             progress    done   late killed rearm
+            ("no progress for the limit",      None,       false, 0,   true,  None),
+            ("no progress, before the limit",  None,       false, -1,  false, Some(50)),
+            ("progress made",                  Some(1000), false, 0,   false, Some(1000)),
+            ("stalled since the progress",     Some(1000), false, 950, true,  None),
+            ("no write in flight",             None,       true,  0,   false, None),
+        ];
+        for (name, progress, done, late, killed, rearm) in cases {
+            let w = worker();
+            let limit = w.timers.stall_ticks;
+            let c = w.register();
+            let mut batch = Batch::new();
+            c.push_raw(Bytes::from_static(b"0123456789"));
+            c.begin_write(50, &mut batch);
+            w.timers.arm_stall(&c);
+            assert_eq!(drain_wheel(&w), vec![(50 + limit, Stall)], "{name}");
+            if let Some(at) = progress {
+                batch.advance(4, |_| {});
+                c.end_write(4, at);
+                c.begin_write(at + 10, &mut batch);
+            }
+            if done {
+                c.end_write(0, 60);
+            }
+            let now = (50 + limit).checked_add_signed(late).unwrap();
+            fire(&w, &c, Stall, now);
+            let want = killed.then_some(CloseReason::Stall);
+            assert_eq!(c.closed(), want, "{name}");
+            assert_eq!(
+                w.metrics.stall_disconnects.load(Relaxed),
+                u64::from(killed),
+                "{name}: counted"
+            );
+            let want: Vec<_> = rearm
+                .map(|from| (from + limit, Stall))
+                .into_iter()
+                .collect();
+            assert_eq!(drain_wheel(&w), want, "{name}: wheel");
+        }
+    }
+
+    #[test]
+    fn arming_twice_schedules_once() {
+        let w = worker();
+        let c = w.register();
+        w.timers.arm_header(&c);
+        w.timers.arm_header(&c);
+        c.push_raw(Bytes::from_static(b"x"));
+        c.begin_write(0, &mut Batch::new());
+        w.timers.arm_stall(&c);
+        w.timers.arm_stall(&c);
+        let mut kinds: Vec<_> = drain_wheel(&w).into_iter().map(|(_, k)| k).collect();
+        kinds.sort_by_key(|k| *k as u8);
+        assert_eq!(kinds, vec![TimerKind::Header, TimerKind::Stall]);
+    }
+
+    #[test]
+    fn a_timer_for_a_reused_slot_or_a_gone_connection_is_ignored() {
+        for kind in [TimerKind::Header, TimerKind::Heartbeat, TimerKind::Stall] {
+            let w = worker();
+            let old = w.register();
+            let stale = TimerRef {
+                key: old.key,
+                gen: old.gen,
+                kind,
+            };
+            w.unregister(&old);
+            w.on_timer(stale, 1_000_000);
+            assert!(drain_wheel(&w).is_empty(), "{kind:?}: gone");
+            let new = w.register();
+            assert_eq!(new.key, old.key, "the slot is reused");
+            assert_ne!(new.gen, old.gen);
+            // Every deadline of the new connection is due: only the
+            // generation check keeps the stale entry from acting on it.
+            new.arm_header(1);
+            new.push_raw(Bytes::from_static(b"x"));
+            new.begin_write(0, &mut Batch::new());
+            let now = 1_000_000;
+            w.on_timer(stale, now);
+            assert_eq!(new.closed(), None, "{kind:?}");
+            assert!(drain_wheel(&w).is_empty(), "{kind:?}: nothing re-armed");
+            assert_eq!(w.metrics.stall_disconnects.load(Relaxed), 0);
+            fire(&w, &new, kind, now);
+            let acted = new.closed().is_some() || !drain_wheel(&w).is_empty();
+            assert!(acted, "{kind:?}: the current connection's entry acts");
         }
     }
 }
