@@ -5,6 +5,8 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use bytes::BytesMut;
+
 use super::error::HttpError;
 use super::head::Head;
 use super::publish_body::{parse_publish_ndjson, parse_publish_raw};
@@ -16,7 +18,7 @@ use crate::worker::{Ack, Worker};
 pub(super) async fn publish(
     w: &Worker,
     head: &Head,
-    body: Vec<u8>,
+    body: BytesMut,
     cors: &str,
     keep_alive: bool,
 ) -> Answer {
@@ -33,9 +35,12 @@ pub(super) async fn publish(
     let events = if head.ndjson {
         parse_publish_ndjson(&body, cfg.limits.max_event_bytes)?
     } else {
+        // The data becomes the event's `String`: free when the body was
+        // decoded into its own buffer (chunked), one copy when it shares
+        // the connection's read buffer.
         vec![parse_publish_raw(
-            &head.query,
-            body,
+            head.query(),
+            Vec::from(body),
             cfg.limits.max_event_bytes,
         )?]
     };
