@@ -6,12 +6,12 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::chunked::{decode_chunked, Chunked};
+use super::chunked::ChunkedDecoder;
 use super::error::HttpError;
 use super::head::{parse_head, BodyKind, Head, Method};
 use super::{events, response, router};
@@ -177,16 +177,19 @@ async fn read_body(
         res.map_err(|_| None)?;
     }
     w.timers.arm_header(conn);
+    let mut chunked = ChunkedDecoder::new(limit);
     loop {
         match head.body {
             BodyKind::Length(n) if buf.len() >= n => return Ok(buf.split_to(n)),
-            BodyKind::Chunked => match decode_chunked(buf, limit).map_err(Some)? {
-                Chunked::Done(body, used) => {
-                    buf.advance(used);
-                    return Ok(BytesMut::from(Bytes::from(body)));
+            BodyKind::Chunked => {
+                // The decoder keeps what it consumed; only an incomplete
+                // line stays in `buf` to meet the next read.
+                let used = chunked.decode(buf).map_err(Some)?;
+                buf.advance(used);
+                if chunked.is_done() {
+                    return Ok(chunked.into_body());
                 }
-                Chunked::Partial => {}
-            },
+            }
             _ => {}
         }
         match read_more(stream, conn, buf, limit).await {
