@@ -116,8 +116,53 @@ pub(crate) fn matches(pattern: &str, topic: &str) -> bool {
     }
 }
 
+/// Generators of valid topics and patterns, for the property tests here
+/// and in the parsers that take them (query, publish bodies).
+#[cfg(test)]
+pub(crate) mod strategy {
+    use proptest::prelude::*;
+
+    use super::MAX_TOKENS;
+
+    /// One literal token; at most 15 bytes, so 16 of them with their dots
+    /// stay within `MAX_TOPIC_BYTES`.
+    pub(crate) fn token() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_~-]{1,15}"
+    }
+
+    /// The tokens of a valid topic.
+    pub(crate) fn topic_tokens() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec(token(), 1..=MAX_TOKENS)
+    }
+
+    /// A valid topic.
+    pub(crate) fn topic() -> impl Strategy<Value = String> {
+        topic_tokens().prop_map(|t| t.join("."))
+    }
+
+    /// A valid pattern: literals and `*`, maybe ending in `>`.
+    pub(crate) fn pattern() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec(
+                prop_oneof![3 => token(), 1 => Just("*".to_owned())],
+                0..MAX_TOKENS,
+            ),
+            any::<bool>(),
+        )
+            .prop_filter_map("a pattern has a token", |(mut toks, gt)| {
+                if gt {
+                    toks.push(">".to_owned());
+                }
+                (!toks.is_empty()).then(|| toks.join("."))
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    use super::strategy::{pattern, token, topic, topic_tokens};
     use super::*;
 
     #[test]
@@ -186,6 +231,99 @@ mod tests {
         ];
         for (p, t, want) in cases {
             assert_eq!(matches(p, t), want, "{p} ~ {t}");
+        }
+    }
+
+    /// Strings from the characters topics are made of, and a few that
+    /// they are not, so generated inputs sit near the rules' edges.
+    fn near_topic() -> impl Strategy<Value = String> {
+        "[a-c.*>~ é/-]{0,300}"
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_strings_never_panic(s in any::<String>(), t in near_topic()) {
+            for s in [&s, &t] {
+                let topic_ok = validate_topic(s).is_ok();
+                let pattern_ok = validate_pattern(s).is_ok();
+                // Every topic is also a pattern, matching itself.
+                prop_assert!(!topic_ok || (pattern_ok && matches(s, s)));
+                if pattern_ok {
+                    prop_assert!(s.len() <= MAX_TOPIC_BYTES);
+                    prop_assert!(s.split('.').count() <= MAX_TOKENS);
+                }
+                let _ = matches(s, &t);
+                let _ = matches(&t, s);
+            }
+        }
+
+        #[test]
+        fn a_generated_topic_validates_and_matches_itself(t in topic()) {
+            prop_assert_eq!(validate_topic(&t), Ok(()));
+            prop_assert_eq!(validate_pattern(&t), Ok(()));
+            prop_assert!(!is_wildcard(&t));
+            prop_assert!(matches(&t, &t));
+        }
+
+        #[test]
+        fn a_generated_pattern_validates(p in pattern()) {
+            prop_assert_eq!(validate_pattern(&p), Ok(()));
+            prop_assert_eq!(validate_topic(&p).is_ok(), !is_wildcard(&p));
+        }
+
+        #[test]
+        fn gt_matches_every_extension(
+            toks in topic_tokens(),
+            at in any::<prop::sample::Index>(),
+            stars in any::<u16>(),
+        ) {
+            // A prefix of the topic (at least one token short), some of its
+            // tokens turned into `*`, then `>`.
+            let cut = at.index(toks.len());
+            let mut p: Vec<&str> = toks[..cut]
+                .iter()
+                .enumerate()
+                .map(|(i, t)| if (stars >> i) & 1 == 1 { "*" } else { t.as_str() })
+                .collect();
+            p.push(">");
+            let p = p.join(".");
+            let t = toks.join(".");
+            prop_assert_eq!(validate_pattern(&p), Ok(()));
+            prop_assert!(matches(&p, &t), "{p} ~ {t}");
+            // `>` stands for one token or more: the prefix alone is no match.
+            let prefix = toks[..cut].join(".");
+            prop_assert!(cut == 0 || !matches(&p, &prefix), "{p} ~ {prefix}");
+        }
+
+        #[test]
+        fn stars_match_exactly_one_token_each(
+            toks in topic_tokens(),
+            stars in any::<u16>(),
+            extra in token(),
+        ) {
+            let p: Vec<&str> = toks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| if (stars >> i) & 1 == 1 { "*" } else { t.as_str() })
+                .collect();
+            let p = p.join(".");
+            let t = toks.join(".");
+            prop_assert!(matches(&p, &t), "{p} ~ {t}");
+            let longer = format!("{t}.{extra}");
+            prop_assert!(!matches(&p, &longer), "{p} ~ {longer}");
+        }
+
+        #[test]
+        fn a_different_literal_token_does_not_match(
+            toks in topic_tokens(),
+            at in any::<prop::sample::Index>(),
+            other in token(),
+        ) {
+            let i = at.index(toks.len());
+            prop_assume!(toks[i] != other);
+            let mut changed = toks.clone();
+            changed[i] = other;
+            prop_assert!(!matches(&toks.join("."), &changed.join(".")));
         }
     }
 }

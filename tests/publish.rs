@@ -150,6 +150,32 @@ fn chunked_and_expect_continue_bodies() {
 }
 
 #[test]
+fn chunked_body_in_small_writes_then_a_pipelined_request() {
+    let s = Server::start("");
+    let mut sub = Sse::open(s.addr(), "topic=c");
+    let data = "x".repeat(3000);
+    let mut req =
+        b"POST /publish?topic=c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in data.as_bytes().chunks(700) {
+        req.extend_from_slice(format!("{:x};ext=1\r\n", piece.len()).as_bytes());
+        req.extend_from_slice(piece);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut conn = connect(s.addr());
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    // Splits land inside size lines, data and CRLFs alike.
+    for piece in req.chunks(13) {
+        conn.write_all(piece).unwrap();
+        conn.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    assert_eq!(read_response(&mut r).status, 200);
+    assert_eq!(read_response(&mut r).json()["status"], "ok");
+    assert_eq!(sub.next_event().unwrap().data, data);
+}
+
+#[test]
 fn error_statuses() {
     let s = Server::start(
         "[limits]\nmax_body_bytes = 1000\nmax_event_bytes = 100\ntopics_per_subscription = 4\n",

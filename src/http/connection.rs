@@ -6,11 +6,12 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 
+use bytes::{Buf, BytesMut};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::chunked::{decode_chunked, Chunked};
+use super::chunked::ChunkedDecoder;
 use super::error::HttpError;
 use super::head::{parse_head, BodyKind, Head, Method};
 use super::{events, response, router};
@@ -19,22 +20,29 @@ use crate::worker::{Registration, Worker};
 
 /// What reading more bytes produced.
 enum Read {
-    Data(Vec<u8>),
+    /// More bytes were appended to the buffer.
+    Data,
     Closed,
     Killed(CloseReason),
 }
 
-async fn read_more(stream: &mut TcpStream, conn: &Conn, mut buf: Vec<u8>, limit: usize) -> Read {
-    if buf.capacity() - buf.len() < 1024 {
-        let want = (buf.capacity() * 2).clamp(4096, limit.max(4096) + 4096);
-        buf.reserve(want.saturating_sub(buf.len()).max(1024));
+/// Appends what the socket has to `buf`. The read owns the buffer while the
+/// kernel fills it, so `buf` is left empty unless the read completes.
+async fn read_more(stream: &mut TcpStream, conn: &Conn, buf: &mut BytesMut, limit: usize) -> Read {
+    let mut owned = std::mem::take(buf);
+    if owned.capacity() - owned.len() < 1024 {
+        let want = (owned.capacity() * 2).clamp(4096, limit.max(4096) + 4096);
+        owned.reserve(want.saturating_sub(owned.len()).max(1024));
     }
-    let len = buf.len();
-    let cap = buf.capacity();
+    let len = owned.len();
+    let cap = owned.capacity();
     monoio::select! {
-        (res, slice) = stream.read(buf.slice_mut(len..cap)) => match res {
+        (res, slice) = stream.read(owned.slice_mut(len..cap)) => match res {
             Ok(0) | Err(_) => Read::Closed,
-            Ok(_) => Read::Data(slice.into_inner()),
+            Ok(_) => {
+                *buf = slice.into_inner();
+                Read::Data
+            }
         },
         why = conn.killed() => Read::Killed(why),
     }
@@ -50,7 +58,9 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
     tracing::debug!(conn = conn.id, %peer, worker = w.idx, "accepted");
     let cfg = &w.shared.cfg;
     let max_head = cfg.limits.max_header_bytes;
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    // Heads and bodies are split off the front of this buffer as `Bytes`;
+    // once a request's pieces are dropped, the buffer reuses its memory.
+    let mut buf = BytesMut::with_capacity(1024);
     loop {
         conn.set_phase(Phase::Request);
         if w.draining.get() && buf.is_empty() {
@@ -58,8 +68,8 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
         }
         w.timers.arm_header(&conn);
         let head = loop {
-            match parse_head(&buf) {
-                Ok(Some(h)) if h.len <= max_head => break h,
+            match parse_head(&mut buf) {
+                Ok(Some(h)) if h.len() <= max_head => break h,
                 Ok(Some(_)) => return fail(&w, &mut stream, &conn, head_too_large(), "").await,
                 Ok(None) if buf.len() > max_head => {
                     return fail(&w, &mut stream, &conn, head_too_large(), "").await;
@@ -67,8 +77,8 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
                 Ok(None) => {}
                 Err(e) => return fail(&w, &mut stream, &conn, e, "").await,
             }
-            match read_more(&mut stream, &conn, buf, max_head).await {
-                Read::Data(b) => buf = b,
+            match read_more(&mut stream, &conn, &mut buf, max_head).await {
+                Read::Data => {}
                 Read::Closed => return,
                 Read::Killed(CloseReason::HeaderTimeout) => {
                     return fail(&w, &mut stream, &conn, HttpError::Timeout, "").await;
@@ -77,8 +87,8 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
             }
         };
         conn.set_phase(Phase::Busy);
-        let cors = response::cors_headers(&cfg.cors, head.origin.as_deref());
-        if over_ip_limit && !is_ops_path(&head.path) {
+        let cors = response::cors_headers(&cfg.cors, head.origin());
+        if over_ip_limit && !is_ops_path(head.path()) {
             return fail(
                 &w,
                 &mut stream,
@@ -88,10 +98,12 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
             )
             .await;
         }
-        if head.path == "/events" && matches!(head.method, Method::Get | Method::Head) {
+        if head.path() == "/events" && matches!(head.method, Method::Get | Method::Head) {
             w.timers.disarm_header(&conn);
             // The request buffer is not needed by a stream; an idle
             // subscriber should not carry kilobytes of it for its lifetime.
+            // `head` shares its allocation: `subscribe` copies out what the
+            // stream needs and drops it before the stream starts.
             drop(buf);
             let streaming = Box::pin(events::subscribe(&w, &conn, stream, head, &cors)).await;
             if let Some(stream) = streaming {
@@ -103,11 +115,8 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
             return;
         }
         // Read the body, if any, under the same deadline as the head.
-        let body = match read_body(&w, &mut stream, &conn, &head, buf).await {
-            Ok((body, rest)) => {
-                buf = rest;
-                body
-            }
+        let body = match read_body(&w, &mut stream, &conn, &head, &mut buf).await {
+            Ok(body) => body,
             Err(Some(e)) => return fail(&w, &mut stream, &conn, e, &cors).await,
             Err(None) => return,
         };
@@ -138,15 +147,16 @@ fn is_ops_path(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
-/// Reads the request body named by `head` from `buf` and the socket; returns
-/// the body and the bytes after it (the next pipelined request).
+/// Reads the request body named by `head` from `buf` (which starts right
+/// after the head) and the socket; leaves in `buf` the bytes after the body
+/// (the next pipelined request).
 async fn read_body(
     w: &Worker,
     stream: &mut TcpStream,
     conn: &Conn,
     head: &Head,
-    mut buf: Vec<u8>,
-) -> Result<(Vec<u8>, Vec<u8>), Option<HttpError>> {
+    buf: &mut BytesMut,
+) -> Result<BytesMut, Option<HttpError>> {
     let limit = w.shared.cfg.limits.max_body_bytes;
     let too_large = HttpError::TooLarge(
         "body_too_large",
@@ -158,8 +168,7 @@ async fn read_body(
         }
     }
     if head.body == BodyKind::None {
-        buf.drain(..head.len);
-        return Ok((Vec::new(), buf));
+        return Ok(BytesMut::new());
     }
     if head.expect_continue {
         let (res, _) = stream
@@ -168,25 +177,23 @@ async fn read_body(
         res.map_err(|_| None)?;
     }
     w.timers.arm_header(conn);
+    let mut chunked = ChunkedDecoder::new(limit);
     loop {
         match head.body {
-            BodyKind::Length(n) if buf.len() >= head.len + n => {
-                let rest = buf.split_off(head.len + n);
-                buf.drain(..head.len);
-                return Ok((buf, rest));
-            }
-            BodyKind::Chunked => match decode_chunked(&buf[head.len..], limit).map_err(Some)? {
-                Chunked::Done(body, used) => {
-                    let rest = buf.split_off(head.len + used);
-                    return Ok((body, rest));
+            BodyKind::Length(n) if buf.len() >= n => return Ok(buf.split_to(n)),
+            BodyKind::Chunked => {
+                // The decoder keeps what it consumed; only an incomplete
+                // line stays in `buf` to meet the next read.
+                let used = chunked.decode(buf).map_err(Some)?;
+                buf.advance(used);
+                if chunked.is_done() {
+                    return Ok(chunked.into_body());
                 }
-                Chunked::Partial => {}
-            },
+            }
             _ => {}
         }
-        let cap = head.len + limit + 4096;
-        match read_more(stream, conn, buf, cap).await {
-            Read::Data(b) => buf = b,
+        match read_more(stream, conn, buf, limit).await {
+            Read::Data => {}
             Read::Closed => return Err(None),
             Read::Killed(CloseReason::HeaderTimeout) => return Err(Some(HttpError::Timeout)),
             Read::Killed(_) => return Err(None),

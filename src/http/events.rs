@@ -30,7 +30,7 @@ pub(super) async fn subscribe(
     cors: &str,
 ) -> Option<TcpStream> {
     let cfg = &w.shared.cfg;
-    let q = match parse_subscribe(&head.query, cfg.limits.topics_per_subscription) {
+    let q = match parse_subscribe(head.query(), cfg.limits.topics_per_subscription) {
         Ok(q) => q,
         Err(e) => {
             w.metrics.response(e.status());
@@ -63,15 +63,18 @@ pub(super) async fn subscribe(
     prelude.extend_from_slice(&frame::retry(cfg.sse.retry_ms, None));
     conn.push_raw(Bytes::from(prelude));
     let last_event_id = head
-        .last_event_id
+        .last_event_id()
         .filter(|s| !s.is_empty())
-        .or(q.last_event_id);
+        .or(q.last_event_id.as_deref());
     let patterns: Vec<Box<str>> = q.patterns.into_iter().map(String::into_boxed_str).collect();
     // No await from here to the registration below: `upto` is exactly the
     // last event this worker fanned out, so history covers everything up to
     // it and the ring brings everything after it.
     let upto = w.last_seen.get();
-    let catch_up = catch_up(w, &patterns, last_event_id.as_deref(), q.snapshot, upto);
+    let catch_up = catch_up(w, &patterns, last_event_id, q.snapshot, upto);
+    // The head shares the request buffer's memory; the stream keeps only
+    // the patterns, copied above.
+    drop(head);
     if let Some(reason) = catch_up.resync {
         tracing::debug!(conn = conn.id, reason, "resync");
         w.metrics.resyncs.fetch_add(1, Relaxed);

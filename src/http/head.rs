@@ -1,6 +1,13 @@
-//! The HTTP/1.1 request head (httparse): method, path, query and the
-//! headers ringcast acts on. Pure: bytes in, a [`Head`] out; the connection
-//! loop feeds it what it read and enforces the size limit.
+//! The HTTP/1.1 request head: httparse over the connection's read buffer,
+//! then the head is split off that buffer and frozen, and the parts ringcast
+//! acts on are kept as byte ranges into it (as pingora does), so a request
+//! costs no `String` for its path, query or header values. Pure: a
+//! `BytesMut` in, a [`Head`] out and the buffer left holding what follows
+//! the head; the connection loop enforces the size limit.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
 
 use super::error::HttpError;
 
@@ -33,16 +40,21 @@ pub(crate) enum BodyKind {
     Chunked,
 }
 
-/// The parts of a request head ringcast uses. Owned, so the read buffer can be
-/// reused for the body and the next pipelined request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The parts of a request head ringcast uses, as ranges into the head's own
+/// bytes. The bytes share the read buffer's allocation, so whatever outlives
+/// the request (an event stream) must copy out what it needs and drop the
+/// `Head`.
+#[derive(Debug)]
 pub(crate) struct Head {
+    /// The head exactly as read, request line to the blank line; immutable,
+    /// so the ranges below stay valid UTF-8 once `parse_head` checked them.
+    raw: Bytes,
     /// Request method.
     pub(crate) method: Method,
     /// Path without the query.
-    pub(crate) path: String,
-    /// Raw query string (without `?`), still percent-encoded.
-    pub(crate) query: String,
+    path: Range<usize>,
+    /// Raw query (without `?`), still percent-encoded; empty when absent.
+    query: Range<usize>,
     /// Whether the connection stays open after the response.
     pub(crate) keep_alive: bool,
     /// Body framing.
@@ -51,22 +63,72 @@ pub(crate) struct Head {
     pub(crate) expect_continue: bool,
     /// `Content-Type` says `application/x-ndjson`.
     pub(crate) ndjson: bool,
-    /// The `Last-Event-ID` header, if any.
-    pub(crate) last_event_id: Option<String>,
-    /// The `Origin` header, if any.
-    pub(crate) origin: Option<String>,
+    /// The `Last-Event-ID` header's value, trimmed.
+    last_event_id: Option<Range<usize>>,
+    /// The `Origin` header's value, trimmed.
+    origin: Option<Range<usize>>,
     /// `Access-Control-Request-Headers`, for preflight answers.
-    pub(crate) acr_headers: Option<String>,
-    /// Bytes the head took in the buffer.
-    pub(crate) len: usize,
+    acr_headers: Option<Range<usize>>,
+}
+
+impl Head {
+    /// Bytes the head took in the read buffer.
+    pub(crate) fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Path without the query.
+    pub(crate) fn path(&self) -> &str {
+        self.text(&self.path)
+    }
+
+    /// Raw query string (without `?`), still percent-encoded.
+    pub(crate) fn query(&self) -> &str {
+        self.text(&self.query)
+    }
+
+    /// The `Last-Event-ID` header, if any.
+    pub(crate) fn last_event_id(&self) -> Option<&str> {
+        self.last_event_id.as_ref().map(|r| self.text(r))
+    }
+
+    /// The `Origin` header, if any.
+    pub(crate) fn origin(&self) -> Option<&str> {
+        self.origin.as_ref().map(|r| self.text(r))
+    }
+
+    /// `Access-Control-Request-Headers`, if any.
+    pub(crate) fn acr_headers(&self) -> Option<&str> {
+        self.acr_headers.as_ref().map(|r| self.text(r))
+    }
+
+    fn text(&self, r: &Range<usize>) -> &str {
+        // `parse_head` checked every range is UTF-8 on character boundaries
+        // and `raw` cannot change, so the fallback never triggers; it is
+        // here so that a bug answers 404 or 400 instead of panicking a
+        // worker.
+        self.raw
+            .get(r.clone())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+}
+
+/// Where `part`, a sub-slice of `base`, lies in it.
+fn span(base: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    start..start + part.len()
 }
 
 /// Parses a request head from the start of `buf`. `Ok(None)` means more bytes
-/// are needed; the caller enforces the head size limit.
-pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
+/// are needed and leaves `buf` as it was; a complete head is split off the
+/// front of `buf`, which keeps what follows (body, pipelined requests). The
+/// caller enforces the head size limit.
+pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    let base: &[u8] = buf;
+    let len = match req.parse(base) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -86,16 +148,23 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
         "OPTIONS" => Method::Options,
         _ => Method::Other,
     };
-    let target = req.path.unwrap_or("/");
+    // httparse always yields a path on a complete head; the fallback only
+    // keeps this total.
+    let target = req.path.unwrap_or("");
     let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, q),
-        None => (target, ""),
+        Some((p, q)) => (span(base, p.as_bytes()), span(base, q.as_bytes())),
+        None => {
+            let t = span(base, target.as_bytes());
+            (t.clone(), t.end..t.end)
+        }
     };
     let http10 = req.version == Some(0);
     let mut head = Head {
+        // Set once httparse, which borrows `buf`, is done with it.
+        raw: Bytes::new(),
         method,
-        path: path.to_owned(),
-        query: query.to_owned(),
+        path,
+        query,
         keep_alive: !http10,
         body: BodyKind::None,
         expect_continue: false,
@@ -103,7 +172,6 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
         last_event_id: None,
         origin: None,
         acr_headers: None,
-        len,
     };
     let mut content_length: Option<usize> = None;
     for h in req.headers.iter() {
@@ -146,11 +214,11 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
             head.ndjson = mime.eq_ignore_ascii_case("application/x-ndjson")
                 || mime.eq_ignore_ascii_case("application/ndjson");
         } else if name.eq_ignore_ascii_case("last-event-id") {
-            head.last_event_id = Some(value.to_owned());
+            head.last_event_id = Some(span(base, value.as_bytes()));
         } else if name.eq_ignore_ascii_case("origin") {
-            head.origin = Some(value.to_owned());
+            head.origin = Some(span(base, value.as_bytes()));
         } else if name.eq_ignore_ascii_case("access-control-request-headers") {
-            head.acr_headers = Some(value.to_owned());
+            head.acr_headers = Some(span(base, value.as_bytes()));
         }
     }
     if head.body == BodyKind::Chunked {
@@ -163,62 +231,209 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
     } else if let Some(n) = content_length {
         head.body = BodyKind::Length(n);
     }
+    head.raw = buf.split_to(len).freeze();
     Ok(Some(head))
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn parse(bytes: &[u8]) -> (Result<Option<Head>, HttpError>, BytesMut) {
+        let mut buf = BytesMut::from(bytes);
+        let r = parse_head(&mut buf);
+        (r, buf)
+    }
+
+    fn head(bytes: &[u8]) -> Head {
+        parse(bytes).0.unwrap().unwrap()
+    }
 
     #[test]
     fn head_table() {
-        let h = parse_head(
-            b"GET /events?topic=a.b HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 42\r\n\r\nrest",
-        )
-        .unwrap()
-        .unwrap();
+        let (h, rest) =
+            parse(b"GET /events?topic=a.b HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 42\r\n\r\nrest");
+        let h = h.unwrap().unwrap();
         assert_eq!(h.method, Method::Get);
-        assert_eq!(h.path, "/events");
-        assert_eq!(h.query, "topic=a.b");
-        assert_eq!(h.last_event_id.as_deref(), Some("42"));
+        assert_eq!(h.path(), "/events");
+        assert_eq!(h.query(), "topic=a.b");
+        assert_eq!(h.last_event_id(), Some("42"));
+        assert_eq!(h.origin(), None);
         assert!(h.keep_alive);
-        assert_eq!(h.len, 62);
+        assert_eq!(h.len(), 62);
+        assert_eq!(&rest[..], b"rest");
 
-        let h = parse_head(b"POST /publish HTTP/1.0\r\nContent-Length: 5\r\nContent-Type: application/x-ndjson; charset=utf-8\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let h = head(b"POST /publish HTTP/1.0\r\nContent-Length: 5\r\nContent-Type: application/x-ndjson; charset=utf-8\r\n\r\n");
         assert_eq!(h.body, BodyKind::Length(5));
         assert!(h.ndjson);
         assert!(!h.keep_alive);
+        assert_eq!(h.path(), "/publish");
+        assert_eq!(h.query(), "");
 
-        let h = parse_head(b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nExpect: 100-continue\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let h = head(b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nExpect: 100-continue\r\n\r\n");
         assert_eq!(h.body, BodyKind::Chunked);
         assert!(!h.keep_alive);
         assert!(h.expect_continue);
 
-        assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap(), None);
+        let h = head(b"OPTIONS /events? HTTP/1.1\r\nOrigin:  http://a.test \r\nAccess-Control-Request-Headers: last-event-id\r\n\r\n");
+        assert_eq!(h.method, Method::Options);
+        assert_eq!(h.query(), "");
+        assert_eq!(h.origin(), Some("http://a.test"));
+        assert_eq!(h.acr_headers(), Some("last-event-id"));
+
+        let (partial, rest) = parse(b"GET / HTTP/1.1\r\nHost: x\r\n");
+        assert!(partial.unwrap().is_none());
+        assert_eq!(&rest[..], b"GET / HTTP/1.1\r\nHost: x\r\n");
         assert!(matches!(
-            parse_head(b"GE T / HTTP/1.1\r\n\r\n"),
+            parse(b"GE T / HTTP/1.1\r\n\r\n").0,
             Err(HttpError::BadRequest(..))
         ));
         assert!(matches!(
-            parse_head(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n").0,
+            Err(HttpError::BadRequest(..))
+        ));
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nOrigin: \xff\r\n\r\n").0,
             Err(HttpError::BadRequest(..))
         ));
         let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
         let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert!(matches!(
-            parse_head(req.as_bytes()),
+            parse(req.as_bytes()).0,
             Err(HttpError::HeadersTooLarge(_))
         ));
-        assert_eq!(
-            parse_head(b"DELETE / HTTP/1.1\r\n\r\n")
-                .unwrap()
-                .unwrap()
-                .method,
-            Method::Other
-        );
+        assert_eq!(head(b"DELETE / HTTP/1.1\r\n\r\n").method, Method::Other);
+    }
+
+    /// What a parse must guarantee whatever the input: a complete head takes
+    /// exactly its bytes off the front of the buffer, every range lies inside
+    /// them and reads as UTF-8; anything else leaves the buffer as it was.
+    fn check_parse(input: &[u8]) -> Result<Option<Head>, TestCaseError> {
+        let (r, rest) = parse(input);
+        match r {
+            Ok(Some(h)) => {
+                let len = h.len();
+                prop_assert!(len <= input.len());
+                prop_assert_eq!(&h.raw[..], &input[..len]);
+                prop_assert_eq!(&rest[..], &input[len..]);
+                let ranges = [Some(&h.path), Some(&h.query)]
+                    .into_iter()
+                    .chain([&h.last_event_id, &h.origin, &h.acr_headers].map(Option::as_ref))
+                    .flatten();
+                for r in ranges {
+                    prop_assert!(r.start <= r.end && r.end <= len, "{r:?} past {len}");
+                    prop_assert!(std::str::from_utf8(&input[r.clone()]).is_ok());
+                }
+                Ok(Some(h))
+            }
+            _ => {
+                prop_assert_eq!(&rest[..], input);
+                Ok(None)
+            }
+        }
+    }
+
+    /// A well-formed request head and the fields it should parse to.
+    #[derive(Debug, Clone)]
+    struct Wanted {
+        bytes: Vec<u8>,
+        method: &'static str,
+        path: String,
+        query: Option<String>,
+        last_event_id: Option<String>,
+        origin: Option<String>,
+        content_length: Option<usize>,
+    }
+
+    fn wanted() -> impl Strategy<Value = Wanted> {
+        let value = "[!-~]([ -~]{0,30}[!-~])?";
+        (
+            prop::sample::select(vec!["GET", "HEAD", "POST", "OPTIONS", "PUT"]),
+            "/[A-Za-z0-9._~/-]{0,40}",
+            prop::option::of("[A-Za-z0-9=&%._~-]{0,60}"),
+            prop::option::of(value),
+            prop::option::of(value),
+            prop::option::of(0usize..1_000_000),
+            prop::collection::vec(("X-[A-Za-z0-9-]{1,10}", value), 0..8),
+        )
+            .prop_map(|(method, path, query, lei, origin, cl, extra)| {
+                let mut s = format!("{method} {path}");
+                if let Some(q) = &query {
+                    s.push('?');
+                    s.push_str(q);
+                }
+                s.push_str(" HTTP/1.1\r\nHost: h\r\n");
+                for (k, v) in &extra {
+                    s.push_str(&format!("{k}: {v}\r\n"));
+                }
+                if let Some(v) = &lei {
+                    s.push_str(&format!("Last-Event-ID: {v}\r\n"));
+                }
+                if let Some(v) = &origin {
+                    s.push_str(&format!("origin:\t{v} \r\n"));
+                }
+                if let Some(n) = cl {
+                    s.push_str(&format!("Content-Length: {n}\r\n"));
+                }
+                s.push_str("\r\n");
+                Wanted {
+                    bytes: s.into_bytes(),
+                    method,
+                    path,
+                    query,
+                    last_event_id: lei,
+                    origin,
+                    content_length: cl,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..512)) {
+            check_parse(&input)?;
+        }
+
+        #[test]
+        fn damaged_heads_never_panic(
+            w in wanted(),
+            at in any::<prop::sample::Index>(),
+            junk in prop::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let mut input = w.bytes.clone();
+            input.splice(at.index(input.len() + 1).., junk);
+            check_parse(&input)?;
+        }
+
+        #[test]
+        fn well_formed_heads_parse_back(
+            w in wanted(),
+            rest in prop::collection::vec(any::<u8>(), 0..64),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut input = w.bytes.clone();
+            input.extend_from_slice(&rest);
+            let h = check_parse(&input)?.expect("a complete head");
+            prop_assert_eq!(h.len(), w.bytes.len());
+            let method = match w.method {
+                "GET" => Method::Get,
+                "HEAD" => Method::Head,
+                "POST" => Method::Post,
+                "OPTIONS" => Method::Options,
+                _ => Method::Other,
+            };
+            prop_assert_eq!(h.method, method);
+            prop_assert_eq!(h.path(), w.path.as_str());
+            prop_assert_eq!(h.query(), w.query.as_deref().unwrap_or(""));
+            prop_assert_eq!(h.last_event_id(), w.last_event_id.as_deref());
+            prop_assert_eq!(h.origin(), w.origin.as_deref());
+            prop_assert_eq!(h.body, w.content_length.map_or(BodyKind::None, BodyKind::Length));
+            prop_assert!(h.keep_alive);
+            // Any strict prefix is incomplete and taken as such.
+            let short = &w.bytes[..cut.index(w.bytes.len())];
+            prop_assert!(check_parse(short)?.is_none());
+        }
     }
 }

@@ -2,8 +2,11 @@
 //! the sequencer over its bounded queue (full means 503), wait for the
 //! acknowledgement that they are on every worker's ring, answer the ids.
 
+use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::BytesMut;
 
 use super::error::HttpError;
 use super::head::Head;
@@ -16,7 +19,7 @@ use crate::worker::{Ack, Worker};
 pub(super) async fn publish(
     w: &Worker,
     head: &Head,
-    body: Vec<u8>,
+    body: BytesMut,
     cors: &str,
     keep_alive: bool,
 ) -> Answer {
@@ -33,9 +36,12 @@ pub(super) async fn publish(
     let events = if head.ndjson {
         parse_publish_ndjson(&body, cfg.limits.max_event_bytes)?
     } else {
+        // The data becomes the event's `String`: free when the body was
+        // decoded into its own buffer (chunked), one copy when it shares
+        // the connection's read buffer.
         vec![parse_publish_raw(
-            &head.query,
-            body,
+            head.query(),
+            Vec::from(body),
             cfg.limits.max_event_bytes,
         )?]
     };
@@ -61,23 +67,82 @@ pub(super) async fn publish(
     }
     let (first, count) = cell.wait().await;
     w.acks.borrow_mut().remove(token as usize);
-    let v = if many {
-        let ids: Vec<String> = (first..first + count as u64)
-            .map(|i| i.to_string())
-            .collect();
-        serde_json::json!({ "ids": ids })
-    } else {
-        serde_json::json!({ "id": first.to_string() })
-    };
     Ok((
         200,
         response::full(
             200,
             "application/json",
             cors,
-            v.to_string().as_bytes(),
+            &ack_body(first, count, many),
             keep_alive,
             false,
         ),
     ))
+}
+
+/// The acknowledgement: `{"id":"<id>"}` for a raw publish,
+/// `{"ids":["<id>",...]}` for the `count` ids of a batch from `first` on.
+/// Ids are decimal, so nothing needs escaping and the JSON is written
+/// straight into one buffer sized for the longest ids.
+fn ack_body(first: u64, count: u32, many: bool) -> Vec<u8> {
+    // A u64 is at most 20 digits; each id also takes two quotes and a comma.
+    let mut out = String::with_capacity(10 + 23 * if many { count as usize } else { 1 });
+    if many {
+        out.push_str("{\"ids\":[");
+        for (i, id) in (first..first + u64::from(count)).enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(out, "{sep}\"{id}\"");
+        }
+        out.push_str("]}");
+    } else {
+        let _ = write!(out, "{{\"id\":\"{first}\"}}");
+    }
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_bytes() {
+        let cases: &[(u64, u32, bool, &str)] = &[
+            (7, 1, false, r#"{"id":"7"}"#),
+            (u64::MAX, 1, false, r#"{"id":"18446744073709551615"}"#),
+            (7, 1, true, r#"{"ids":["7"]}"#),
+            (9, 3, true, r#"{"ids":["9","10","11"]}"#),
+            (1, 0, true, r#"{"ids":[]}"#),
+        ];
+        for &(first, count, many, want) in cases {
+            assert_eq!(
+                std::str::from_utf8(&ack_body(first, count, many)).unwrap(),
+                want
+            );
+        }
+    }
+
+    /// The bytes serde_json wrote before `ack_body` replaced it.
+    fn ack_via_serde(first: u64, count: u32, many: bool) -> Vec<u8> {
+        let v = if many {
+            let ids: Vec<String> = (first..first + u64::from(count))
+                .map(|i| i.to_string())
+                .collect();
+            serde_json::json!({ "ids": ids })
+        } else {
+            serde_json::json!({ "id": first.to_string() })
+        };
+        v.to_string().into_bytes()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ack_matches_serde_json(
+            first in proptest::prelude::any::<u64>(),
+            count in 0u32..64,
+            many in proptest::prelude::any::<bool>(),
+        ) {
+            let first = first.min(u64::MAX - u64::from(count));
+            proptest::prop_assert_eq!(ack_body(first, count, many), ack_via_serde(first, count, many));
+        }
+    }
 }

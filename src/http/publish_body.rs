@@ -115,7 +115,10 @@ pub(crate) fn parse_publish_ndjson(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::topic::strategy::topic;
 
     #[test]
     fn publish_raw_table() {
@@ -151,5 +154,140 @@ mod tests {
         assert!(parse_publish_ndjson(b"{\"topic\":\"a\",\"data\":1}", 10).is_err());
         assert!(parse_publish_ndjson(b"{\"topic\":\"a\",\"data\":\"x\",\"zz\":1}", 10).is_err());
         assert!(parse_publish_ndjson(b"\n\n", 10).is_err());
+    }
+
+    /// A valid event type: 1..=64 bytes without CR, LF or NUL, not `resync`.
+    fn event_type() -> impl Strategy<Value = String> {
+        prop_oneof!["[ -~]{1,64}", "[^\r\n\u{0}]{1,16}"]
+            .prop_filter("reserved", |e| e != RESYNC_EVENT)
+    }
+
+    /// Any text, control characters and newlines included.
+    fn data(max_chars: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(any::<char>(), 0..max_chars).prop_map(String::from_iter)
+    }
+
+    fn new_event(max_chars: usize) -> impl Strategy<Value = NewEvent> {
+        (topic(), prop::option::of(event_type()), data(max_chars))
+            .prop_map(|(topic, event, data)| NewEvent { topic, event, data })
+    }
+
+    /// One ndjson line as a publisher would write it; the event key is
+    /// left out or `null` when there is none.
+    fn line(e: &NewEvent, null_event: bool) -> String {
+        let v = match (&e.event, null_event) {
+            (Some(ev), _) => serde_json::json!({"topic": e.topic, "event": ev, "data": e.data}),
+            (None, true) => serde_json::json!({"data": e.data, "topic": e.topic, "event": null}),
+            (None, false) => serde_json::json!({"topic": e.topic, "data": e.data}),
+        };
+        v.to_string()
+    }
+
+    /// Serialises `events` as ndjson, with CRLF or LF line ends and blank
+    /// lines between them as `seps` (cycled) says.
+    fn ndjson(events: &[NewEvent], seps: &[u8]) -> Vec<u8> {
+        let mut out = String::new();
+        for (i, e) in events.iter().enumerate() {
+            let sep = seps[i % seps.len()];
+            out.push_str(&line(e, sep & 8 != 0));
+            out.push_str(match sep % 4 {
+                0 => "\n",
+                1 => "\r\n",
+                2 => "\n\n",
+                _ => "\n \r\n",
+            });
+        }
+        out.into_bytes()
+    }
+
+    /// A valid batch with a few bytes replaced by arbitrary ones.
+    fn damaged_ndjson() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::collection::vec(new_event(24), 1..4),
+            prop::collection::vec(any::<u8>(), 1..4),
+            prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        )
+            .prop_map(|(events, seps, junk)| {
+                let mut body = ndjson(&events, &seps);
+                for (at, b) in junk {
+                    let i = at.index(body.len());
+                    body[i] = b;
+                }
+                body
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn ndjson_round_trips(
+            events in prop::collection::vec(new_event(40), 1..16),
+            seps in prop::collection::vec(any::<u8>(), 1..8),
+        ) {
+            let body = ndjson(&events, &seps);
+            prop_assert_eq!(parse_publish_ndjson(&body, 160).unwrap(), events);
+        }
+
+        #[test]
+        fn ndjson_never_yields_an_event_over_the_limit(
+            events in prop::collection::vec(new_event(24), 1..8),
+            seps in prop::collection::vec(any::<u8>(), 1..8),
+            max in 0usize..64,
+        ) {
+            let body = ndjson(&events, &seps);
+            let over = events.iter().any(|e| e.data.len() > max);
+            match parse_publish_ndjson(&body, max) {
+                Ok(parsed) => {
+                    prop_assert!(!over);
+                    prop_assert!(parsed.iter().all(|e| e.data.len() <= max));
+                }
+                Err(e) => {
+                    prop_assert!(over);
+                    prop_assert_eq!(e.status(), 413);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_ndjson_bodies_never_panic(
+            body in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..256),
+                "([{}\\[\\]\":,a-z0-9. \\\\]{0,40}\r?\n){0,6}".prop_map(String::into_bytes),
+                damaged_ndjson(),
+            ],
+            max in 0usize..32,
+        ) {
+            if let Ok(events) = parse_publish_ndjson(&body, max) {
+                prop_assert!(!events.is_empty());
+                for e in &events {
+                    prop_assert!(e.data.len() <= max);
+                    prop_assert_eq!(validate_topic(&e.topic), Ok(()));
+                    if let Some(ev) = &e.event {
+                        prop_assert!(check_event_type(ev).is_ok());
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn raw_publish_bounds_the_data(
+            e in new_event(24),
+            max in 0usize..64,
+        ) {
+            let mut query = format!("topic={}", e.topic);
+            if let Some(ev) = &e.event {
+                query.push_str("&event=");
+                query.extend(form_urlencoded::byte_serialize(ev.as_bytes()));
+            }
+            match parse_publish_raw(&query, e.data.clone().into_bytes(), max) {
+                Ok(parsed) => {
+                    prop_assert!(e.data.len() <= max);
+                    prop_assert_eq!(parsed, e);
+                }
+                Err(err) => {
+                    prop_assert!(e.data.len() > max);
+                    prop_assert_eq!(err.status(), 413);
+                }
+            }
+        }
     }
 }

@@ -68,7 +68,10 @@ pub(crate) fn parse_subscribe(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::topic::strategy::pattern;
 
     #[test]
     fn subscribe_query_table() {
@@ -91,5 +94,81 @@ mod tests {
                 .as_deref(),
             Some("9")
         );
+    }
+
+    /// `s` with each byte percent-encoded where `mask` (cycled) says so,
+    /// in upper or lower case hex; the rest literal.
+    fn percent_encode(s: &str, mask: &[u8]) -> String {
+        let mut out = String::new();
+        for (i, b) in s.bytes().enumerate() {
+            match mask[i % mask.len()] % 3 {
+                0 => out.push(char::from(b)),
+                1 => out.push_str(&format!("%{b:02X}")),
+                _ => out.push_str(&format!("%{b:02x}")),
+            }
+        }
+        out
+    }
+
+    /// Query parameters other than `topic`, which must not disturb it.
+    fn other_param() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("snapshot=1".to_owned()),
+            Just("snapshot=0".to_owned()),
+            "lastEventId=[0-9]{0,5}",
+            "x[a-z]{0,4}=[a-z%0-9]{0,6}",
+            Just(String::new()),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_queries_stay_within_the_limit(
+            q in prop_oneof![any::<String>(), "([a-z]{1,6}=[a-zA-Z0-9.*>%&=+]{0,12}&?){0,40}"],
+            max in 0usize..8,
+        ) {
+            if let Ok(sq) = parse_subscribe(&q, max) {
+                prop_assert!(!sq.patterns.is_empty());
+                prop_assert!(sq.patterns.len() <= max);
+                for p in &sq.patterns {
+                    prop_assert_eq!(validate_pattern(p), Ok(()));
+                }
+            }
+        }
+
+        #[test]
+        fn encoded_patterns_come_back_in_order_without_duplicates(
+            picks in prop::collection::vec((pattern(), 0usize..3), 1..12),
+            mask in prop::collection::vec(any::<u8>(), 1..16),
+            others in prop::collection::vec(other_param(), 0..4),
+            max in 1usize..12,
+        ) {
+            // Some patterns are repeated, to be deduplicated.
+            let sent: Vec<&String> = picks
+                .iter()
+                .flat_map(|(p, repeat)| std::iter::repeat_n(p, 1 + repeat))
+                .collect();
+            let mut params: Vec<String> = sent
+                .iter()
+                .map(|p| format!("topic={}", percent_encode(p, &mask)))
+                .collect();
+            for (i, o) in others.iter().enumerate() {
+                params.insert((i * 7) % (params.len() + 1), o.clone());
+            }
+            let query = params.join("&");
+            let mut want: Vec<String> = Vec::new();
+            for p in sent {
+                if !want.contains(p) {
+                    want.push(p.clone());
+                }
+            }
+            match parse_subscribe(&query, max) {
+                Ok(q) => prop_assert_eq!(q.patterns, want),
+                Err(e) => {
+                    prop_assert!(want.len() > max, "{query}: {e:?}");
+                    prop_assert_eq!(e.code(), "too_many_topics");
+                }
+            }
+        }
     }
 }

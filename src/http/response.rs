@@ -54,7 +54,9 @@ pub(crate) fn full(
     keep_alive: bool,
     head_only: bool,
 ) -> Vec<u8> {
-    let mut s = String::with_capacity(160 + extra.len());
+    // Room for the body too, so that appending it does not reallocate.
+    let body_len = if head_only { 0 } else { body.len() };
+    let mut s = String::with_capacity(160 + extra.len() + body_len);
     let _ = write!(
         s,
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}{extra}\r\n",

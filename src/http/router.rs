@@ -5,6 +5,8 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use bytes::BytesMut;
+
 use super::error::HttpError;
 use super::head::{Head, Method};
 use super::{publish, response};
@@ -13,7 +15,7 @@ use crate::worker::Worker;
 /// A status and the whole response, or the error to answer.
 pub(super) type Answer = Result<(u16, Vec<u8>), HttpError>;
 
-pub(super) async fn route(w: &Worker, head: &Head, body: Vec<u8>, cors: &str) -> Answer {
+pub(super) async fn route(w: &Worker, head: &Head, body: BytesMut, cors: &str) -> Answer {
     let keep_alive = head.keep_alive && !w.draining.get();
     let head_only = head.method == Method::Head;
     let get_like = matches!(head.method, Method::Get | Method::Head);
@@ -30,10 +32,10 @@ pub(super) async fn route(w: &Worker, head: &Head, body: Vec<u8>, cors: &str) ->
             ),
         )
     };
-    match head.path.as_str() {
+    match head.path() {
         "/events" | "/publish" if head.method == Method::Options => Ok((
             204,
-            response::preflight(cors, head.acr_headers.as_deref(), keep_alive),
+            response::preflight(cors, head.acr_headers(), keep_alive),
         )),
         "/events" => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
         "/publish" if head.method == Method::Post => {
