@@ -159,10 +159,30 @@ mod tests {
         (c.clone(), Waker::from(c))
     }
 
+    /// A waker whose clones are recognisably the same task in every build:
+    /// its vtable is one `static`, where `Waker::noop()`'s clones may carry
+    /// a duplicate of the vtable in debug builds, defeating `will_wake`.
+    fn same_task_waker() -> Waker {
+        use std::task::{RawWaker, RawWakerVTable};
+        static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, drop, drop, drop);
+        fn clone(p: *const ()) -> RawWaker {
+            RawWaker::new(p, &VTABLE)
+        }
+        fn drop(_: *const ()) {}
+        #[allow(unsafe_code)]
+        // SAFETY: every function of VTABLE ignores the data pointer and
+        // does nothing, so any pointer (here null) upholds the RawWaker
+        // contract, and the waker can be cloned, woken and dropped freely.
+        unsafe {
+            Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE))
+        }
+    }
+
     #[test]
     fn until_registers_a_waiting_task_once() {
         let n = LocalNotify::default();
-        let mut cx = Context::from_waker(Waker::noop());
+        let waker = same_task_waker();
+        let mut cx = Context::from_waker(&waker);
         for _ in 0..1000 {
             let mut f = std::pin::pin!(n.until(|| false));
             assert!(f.as_mut().poll(&mut cx).is_pending());
