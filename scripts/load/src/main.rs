@@ -173,11 +173,65 @@ struct Tracker {
     received: u64,
 }
 
+/// Position of the first `b` in `hay`, eight bytes at a time (the 2 KB
+/// events of a burst are mostly scanning for line ends).
+fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pat = LO * u64::from(b);
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let x = u64::from_le_bytes(c.try_into().expect("8 bytes")) ^ pat;
+        if x.wrapping_sub(LO) & !x & HI != 0 {
+            return c.iter().position(|&y| y == b).map(|p| at + p);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&y| y == b)
+        .map(|p| at + p)
+}
+
+/// The lines of a frame (split on `\n`).
+fn lines(frame: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(frame);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match find_byte(r, b'\n') {
+            Some(p) => {
+                rest = Some(&r[p + 1..]);
+                Some(&r[..p])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+/// End of the next frame (its blank line) in `buf`, if complete.
+fn frame_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(p) = find_byte(&buf[from..], b'\n') {
+        let at = from + p;
+        match buf.get(at + 1) {
+            Some(b'\n') => return Some(at),
+            Some(_) => from = at + 1,
+            None => return None,
+        }
+    }
+    None
+}
+
 fn parse_events(body: &mut Vec<u8>, t: &mut Tracker, stats: &Stats, base: Instant) {
     let mut start = 0;
-    while let Some(end) = body[start..].windows(2).position(|w| w == b"\n\n") {
+    while let Some(end) = frame_end(&body[start..]) {
         let frame = &body[start..start + end];
-        for line in frame.split(|&b| b == b'\n') {
+        for line in lines(frame) {
             let Some(payload) = line.strip_prefix(b"data: ") else {
                 continue;
             };
@@ -733,4 +787,25 @@ async fn run(args: Rc<Args>) -> String {
         "publish_seconds": publish_s,
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{find_byte, frame_end, lines};
+
+    #[test]
+    fn finds_bytes_and_frames() {
+        let hay: Vec<u8> = (0..40u8).map(|i| b'a' + i % 20).collect();
+        for (i, &b) in hay.iter().enumerate() {
+            let want = hay.iter().position(|&y| y == b);
+            assert_eq!(find_byte(&hay, b), want, "byte {i}");
+        }
+        assert_eq!(find_byte(&hay, b'\n'), None);
+        assert_eq!(find_byte(b"", b'\n'), None);
+        assert_eq!(frame_end(b"id: 1\ndata: x\n\nid: 2"), Some(13));
+        assert_eq!(frame_end(b"id: 1\ndata: x\n"), None);
+        let frame = b"id: 1\n\ndata: L 0 0 1 2 xxxxxxxxxxxxxxxxxxxx";
+        let got: Vec<&[u8]> = lines(frame).collect();
+        assert_eq!(got, frame.split(|&b| b == b'\n').collect::<Vec<_>>());
+    }
 }
