@@ -6,6 +6,9 @@
 # every figure for both servers and their ratio), the raw JSON lines
 # (compare.jsonl) and a chart (compare.png, by ringcast-chart).
 # Usage: scripts/compare.sh [scenario ...]   (default: all)
+#   A scenario is a full name (a10k) or one letter for all of its runs
+#   (h: the burst, i: the resume storm). COMPARE_OUT=dir writes the results
+#   there instead of benches/results (for a partial run).
 # Every run is bounded (ringcast-load --timeout-s); servers are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +26,7 @@ mod=$(ls /usr/lib/nginx/modules/ngx_nchan_module.so 2>/dev/null || true)
 cargo build --release --quiet --bins
 cargo build --release --quiet -p ringcast-load --features chart --bin ringcast-chart
 ulimit -n "$(ulimit -Hn)"
-out=benches/results
+out=${COMPARE_OUT:-benches/results}
 mkdir -p "$out"
 tmp=$(mktemp -d)
 pids=()
@@ -54,6 +57,8 @@ http {
   server {
     listen 127.0.0.1:$port backlog=4096;
     location ~ ^/sub/(.+)\$ { nchan_subscriber eventsource; nchan_channel_id \$1; }
+    # Multi-channel subscribe (/msub/a,b): what nchan has for a wildcard.
+    location ~ ^/msub/(.+)\$ { nchan_subscriber eventsource; nchan_channel_id \$1; nchan_channel_id_split_delimiter ","; }
     location ~ ^/pub/(.+)\$ { nchan_publisher; nchan_channel_id \$1; nchan_message_buffer_length 1024; }
   }
 }
@@ -83,6 +88,18 @@ wait_port() {
 # (run-to-run noise on this machine is about ±15%). Event counts are sized so
 # that nchan, the slower server, finishes each run well inside the timeout.
 # 19,900 stands for "20k": the hard fd limit here is 20,000 per process.
+# Market open (h, i): h is a burst, K=8 publishers sending ndjson batches of
+# 480 events of 2 KB (about 1 MB) flat out, 40 batches in all, to 50
+# subscribers reading as fast as they can; nchan, which has no batch
+# publish, gets the same events one per request on the same 8 connections.
+# i is a resume storm: 10k subscribers on wildcards quotes.*.S<k> over 400
+# topics quotes.V<v>.S<k> (2 venues; nchan: multi-channel subscribe), 1,000
+# events/s; after 2 s of warm-up and a 3 s calm window, 90% of them drop at
+# once and, 1,000 events later, reconnect at once with Last-Event-ID (2.5
+# missed events per topic, well inside the default history of 1,024 per
+# topic), the other 10% stay. 400 topics (each subscriber gets 5 events/s,
+# 50k deliveries/s in all, as c10k_rate) keep one server core below
+# saturation in the calm window, so that the storm is what is measured.
 rate_args="--subscribers 10000 --topics 1 --events 100 --rate 5 --size 512 --inflight 4"
 scenarios=(
   "a1k|1|--subscribers 1000 --topics 1 --events 2000 --inflight 16"
@@ -103,14 +120,26 @@ scenarios=(
   "d20k_idle|1|--subscribers 19900 --connect-only --hold-s 3"
   "e10k_storm|1|--subscribers 10000 --connect-only --connect-concurrency 1024"
   "g10_publish_stress|1|--subscribers 10 --topics 1 --events 50000 --inflight 16"
+  "h_burst|1|--subscribers 50 --topics 1 --events 19200 --batch 480 --size 2048 --inflight 8 --server-metrics"
+  "i_resume_storm|1|--subscribers 10000 --topics 400 --venues 2 --events 12000 --rate 1000 --inflight 8 --resumers-pct 90 --resume-back 1000 --source-ips 8 --server-metrics"
 )
 want=("$@")
+# A full name, or one letter for every scenario of that letter.
+selected() {
+  [ ${#want[@]} -eq 0 ] && return 0
+  local w
+  for w in "${want[@]}"; do
+    [ "$w" = "$1" ] && return 0
+    [ ${#w} = 1 ] && [ "${1:0:1}" = "$w" ] && return 0
+  done
+  return 1
+}
 results="$out/compare.jsonl"
 : >"$results"
 port=18600
 for entry in "${scenarios[@]}"; do
   IFS='|' read -r name workers largs <<<"$entry"
-  if [ ${#want[@]} -gt 0 ] && [[ ! " ${want[*]} " =~ " $name " ]]; then continue; fi
+  selected "$name" || continue
   servers="ringcast nchan"
   # Worker scaling is ringcast's own figure (per server core, against a1k/a10k).
   [ "$workers" = 1 ] || servers=ringcast
@@ -188,6 +217,26 @@ metrics = [
     ("duplicated", "duplicated"),
     ("reordered", "reordered"),
     ("undelivered_at_deadline", "undelivered at deadline"),
+    # h (burst) and i (resume storm) only.
+    ("subscribers_disconnected", "reading subscribers disconnected"),
+    ("server_slow_disconnects", "server slow disconnects (/metrics delta)"),
+    ("ack_p50_ms", "publish ack p50 ms"),
+    ("ack_p99_ms", "publish ack p99 ms"),
+    ("ack_p99_ms_calm", "publish ack p99 ms, calm window"),
+    ("ack_p99_ms_storm", "publish ack p99 ms, storm window"),
+    ("ack_p99_ratio", "publish ack p99, storm / calm"),
+    ("live_p99_ms_calm", "stayers' live p99 ms, calm window"),
+    ("live_p99_ms_storm", "stayers' live p99 ms, storm window"),
+    ("live_p99_ratio", "stayers' live p99, storm / calm"),
+    ("resumers", "resumers"),
+    ("resumers_exact", "resumers with exactly the missed events, then live"),
+    ("resyncs", "resync frames"),
+    ("replayed_per_resumer", "events replayed per resumer"),
+    ("resume_ttfb_p99_ms", "resume TTFB p99 ms"),
+    ("resume_catchup_max_ms", "resume to first live event, max ms"),
+    ("calm_server_core_util", "server core busy (calm window)"),
+    ("storm_server_core_util", "server core busy (storm window)"),
+    ("loadgen_lag_p99_ms_storm", "load-generator timer lag p99 ms (storm window)"),
 ]
 fmt = lambda v: "–" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 def get(s, srv, k):
@@ -201,7 +250,8 @@ out.append(f"Generated by `scripts/compare.sh` on {time.strftime('%Y-%m-%d %H:%M
            f"Linux {platform.release()}; {sh('nginx -v 2>&1')}, libnginx-mod-nchan "
            f"{nchan_ver}. "
            "Each server pinned to core 0 (1 worker / 1 nginx worker process), the load generator to core 1, "
-           "same machine, same run. Raw records: `compare.jsonl`; chart: `compare.png`.\n")
+           "same machine, same run. Raw records: `compare.jsonl`"
+           + ("; chart: `compare.png`.\n" if any(str(s).startswith("a") for s in by) else " (no chart: it draws the a* scenarios).\n"))
 # Targets (issue 4), computed from this run.
 t = []
 def target(name, value, ok, how):
@@ -237,6 +287,37 @@ for srv in ("ringcast", "nchan"):
                    "f10k_1pct_stalled vs c10k_rate")
         else:
             t.append(f"| (nchan, same comparison) | {rise * 100:+.0f}% ({fmt(base)} → {fmt(stalled)} ms) | – | for reference |")
+r = by.get("h_burst", {})
+for srv in ("ringcast", "nchan"):
+    x = r.get(srv)
+    if not x or x.get("subscribers_disconnected") is None:
+        continue
+    disc, slow = x.get("subscribers_disconnected"), x.get("server_slow_disconnects")
+    seen = f"{disc} of {x.get('subscribers')}" + (f" (server: {fmt(slow)} slow disconnects)" if slow is not None else "")
+    how = (f"h_burst: {x.get('publishers')} publishers, {x.get('batch_publish')}; "
+           f"{fmt(x.get('deliveries_per_s'))} deliveries/s, p99 {fmt(x.get('latency_p99_ms'))} ms")
+    if srv == "ringcast":
+        target("burst: reading subscribers disconnected = 0", seen, disc == 0 and not slow, how)
+    else:
+        t.append(f"| (nchan, same burst) | {seen} | – | for reference; {how} |")
+r = by.get("i_resume_storm", {})
+for srv in ("ringcast", "nchan"):
+    x = r.get(srv)
+    if not x or x.get("resumers") is None:
+        continue
+    ra, rl = x.get("ack_p99_ratio"), x.get("live_p99_ratio")
+    exact = x.get("resumers_exact") == x.get("resumers") and not x.get("resyncs") and not any(
+        x.get(k) for k in ("lost", "duplicated", "reordered"))
+    seen = (f"ack p99 {fmt(x.get('ack_p99_ms_calm'))} → {fmt(x.get('ack_p99_ms_storm'))} ms ({fmt(ra)}×), "
+            f"live p99 {fmt(x.get('live_p99_ms_calm'))} → {fmt(x.get('live_p99_ms_storm'))} ms ({fmt(rl)}×); "
+            f"{x.get('resumers_exact')} of {x.get('resumers')} resumers exact")
+    how = (f"i_resume_storm: {x.get('resumers')} resumers, {x.get('stayers')} stayers, "
+           f"{fmt(x.get('replayed_per_resumer'))} events replayed each; ack from when due")
+    if srv == "ringcast":
+        ok = ra is not None and rl is not None and ra <= 2 and rl <= 2 and exact
+        target("resume storm: ack p99 and live p99 ≤ 2× without; exact resume", seen, ok, how)
+    else:
+        t.append(f"| (nchan, same storm, multi-channel subscribe) | {seen} | – | for reference; {how} |")
 clean = [s for s in by if "stalled" not in s]
 bad = [(s, srv) for s in clean for srv, r in by[s].items()
        if any(r.get(k) for k in ("lost", "duplicated", "reordered"))]
@@ -259,11 +340,16 @@ for scen, servers in by.items():
         a, b = rc.get(key), nc.get(key)
         if a is None and b is None:
             continue
-        if not a and not b and key not in ("lost", "duplicated", "reordered"):
+        if not a and not b and key not in ("lost", "duplicated", "reordered", "subscribers_disconnected", "resyncs"):
             continue
         rr = ratio(a, b)
         out.append(f"| {scen} | {label} | {fmt(a)} | {fmt(b)} | {fmt(rr) if rr is not None else '–'} |")
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 PY
-target/release/ringcast-chart "$results" "$out/compare.png"
+# The chart draws the one-topic a* scenarios; a run without them has none.
+if grep -q '"scenario": "a' "$results"; then
+  target/release/ringcast-chart "$results" "$out/compare.png"
+else
+  echo "compare: no chart (no a* scenario in this run)"
+fi
