@@ -17,6 +17,7 @@ fn bench(c: &mut Criterion) {
     let bound = Bound {
         max_pending: usize::MAX,
         policy: SlowPolicy::Disconnect,
+        grace_ticks: 10,
     };
     let frame = ringcast::frame::encode(1, Some("quote"), &"x".repeat(100));
     for n in [1_000usize, 10_000, 100_000] {
@@ -36,7 +37,7 @@ fn bench(c: &mut Criterion) {
                     born_ns: 1,
                 };
                 for c in &conns {
-                    enqueue(c, &ev, bound, &metrics);
+                    enqueue(c, &ev, bound, 0, &metrics);
                 }
                 for c in &conns {
                     c.discard_unsent();
@@ -61,6 +62,7 @@ fn bench(c: &mut Criterion) {
     let conflate = Bound {
         max_pending: 64 * 1024,
         policy: SlowPolicy::Conflate,
+        grace_ticks: 0,
     };
     let topics: Vec<Arc<str>> = (0..50).map(|i| format!("q.S{i}").into()).collect();
     for stalled_pct in [0usize, 1] {
@@ -80,7 +82,7 @@ fn bench(c: &mut Criterion) {
                     born_ns: 1,
                 };
                 for c in &conns {
-                    enqueue(c, &ev, conflate, &metrics);
+                    enqueue(c, &ev, conflate, 0, &metrics);
                 }
                 for c in &conns[stalled..] {
                     c.discard_unsent();

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringcast::event::Event;
-use ringcast::sequencer::history::History;
+use ringcast::worker::history::History;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("history_replay");

@@ -102,6 +102,10 @@ pub struct Sse {
     pub slow_policy: SlowPolicy,
     /// A subscriber accepting no bytes this long is closed.
     pub write_stall_ms: u64,
+    /// How long a subscriber past `max_pending_bytes` may take to get back
+    /// under it, while its worker holds the fan-out back for it, before it
+    /// counts as slow.
+    pub slow_grace_ms: u64,
     /// Unsent bytes over all subscribers together (each worker gets an
     /// equal share); past it the largest queues are treated as slow first.
     pub max_queued_bytes: usize,
@@ -115,6 +119,7 @@ impl Default for Sse {
             max_pending_bytes: 1 << 20,
             slow_policy: SlowPolicy::Disconnect,
             write_stall_ms: 30_000,
+            slow_grace_ms: 100,
             max_queued_bytes: 1 << 30,
         }
     }
@@ -300,9 +305,10 @@ impl Config {
         if self.server.workers.is_some_and(|w| w > 1024) {
             return bad("server.workers", "must be at most 1024");
         }
-        let positive: [(&str, u64); 9] = [
+        let positive: [(&str, u64); 10] = [
             ("sse.heartbeat_ms", self.sse.heartbeat_ms),
             ("sse.write_stall_ms", self.sse.write_stall_ms),
+            ("sse.slow_grace_ms", self.sse.slow_grace_ms),
             ("sse.max_pending_bytes", self.sse.max_pending_bytes as u64),
             ("sse.max_queued_bytes", self.sse.max_queued_bytes as u64),
             (
@@ -406,7 +412,7 @@ mod tests {
         )
         .unwrap();
         let schema = load::Schema::of_defaults();
-        assert_eq!(schema.keys().count(), 29, "the schema lists every key");
+        assert_eq!(schema.keys().count(), 30, "the schema lists every key");
         for (section, key) in schema.keys() {
             let body = text
                 .split(&format!("[{section}]\n"))

@@ -13,9 +13,7 @@ use monoio::net::TcpStream;
 use super::head::{Head, Method};
 use super::query::parse_subscribe;
 use super::response;
-use crate::event::{epoch_first_id, Event};
 use crate::frame;
-use crate::sequencer::history::Gap;
 use crate::worker::conn::{Conn, Phase, Queued, REPLAYED};
 use crate::worker::Worker;
 
@@ -68,10 +66,10 @@ pub(super) async fn subscribe(
         .or(q.last_event_id.as_deref());
     let patterns: Vec<Box<str>> = q.patterns.into_iter().map(String::into_boxed_str).collect();
     // No await from here to the registration below: `upto` is exactly the
-    // last event this worker fanned out, so history covers everything up to
-    // it and the ring brings everything after it.
+    // last event this worker fanned out, so its history covers everything
+    // up to it and the ring brings everything after it.
     let upto = w.last_seen.get();
-    let catch_up = catch_up(w, &patterns, last_event_id, q.snapshot, upto);
+    let catch_up = w.catch_up(&patterns, last_event_id, q.snapshot);
     // The head shares the request buffer's memory; the stream keeps only
     // the patterns, copied above.
     drop(head);
@@ -100,56 +98,6 @@ pub(super) async fn subscribe(
     w.timers.arm_heartbeat(conn);
     tracing::debug!(conn = conn.id, topics = conn.pattern_count(), "subscribed");
     Some(stream)
-}
-
-/// What a new subscriber receives before the live stream.
-struct CatchUp {
-    /// Replayed events, or the snapshot, in id order.
-    events: Vec<Event>,
-    /// Why continuity could not be proven, if so.
-    resync: Option<&'static str>,
-    /// Id after which live events are new to this client.
-    resume_after: u64,
-}
-
-/// Decides between replay, resync (+ snapshot) and plain snapshot.
-fn catch_up(
-    w: &Worker,
-    patterns: &[Box<str>],
-    last_event_id: Option<&str>,
-    snapshot: bool,
-    upto: u64,
-) -> CatchUp {
-    let h = w.shared.history.lock().expect("history lock");
-    let fresh = |resync| CatchUp {
-        events: if snapshot {
-            h.snapshot(patterns, upto)
-        } else {
-            Vec::new()
-        },
-        resync,
-        resume_after: 0,
-    };
-    let Some(raw) = last_event_id else {
-        return fresh(None);
-    };
-    let Ok(id) = raw.trim().parse::<u64>() else {
-        return fresh(Some("invalid_id"));
-    };
-    if id < epoch_first_id() {
-        return fresh(Some("epoch"));
-    }
-    if id > h.last_id() {
-        return fresh(Some("unknown_id"));
-    }
-    match h.replay(patterns, id, upto) {
-        Ok(events) => CatchUp {
-            events,
-            resync: None,
-            resume_after: id,
-        },
-        Err(Gap::Expired) => fresh(Some("history_expired")),
-    }
 }
 
 /// The bytes that turn a subscriber away without stranding a browser: 200,

@@ -39,6 +39,11 @@ pub struct WorkerMetrics {
     pub resyncs: AtomicU64,
     /// Heartbeat comments queued.
     pub heartbeats: AtomicU64,
+    /// Times the worker stopped fanning out because its unsent bytes
+    /// reached its share of `sse.max_queued_bytes` (back-pressure).
+    pub fanout_paused: AtomicU64,
+    /// Bytes of event frames in this worker's history.
+    pub history_bytes: AtomicU64,
     /// Responses by status, indexed like [`CODES`].
     pub responses: [AtomicU64; CODES.len()],
     /// Delivery latency histogram buckets (non-cumulative), then +Inf.
@@ -78,8 +83,6 @@ pub struct GlobalMetrics {
     pub ring_full: AtomicU64,
     /// Publish requests refused because the publish queue was full.
     pub publish_rejected: AtomicU64,
-    /// Bytes of frames held in history.
-    pub history_bytes: AtomicU64,
     /// Subscriptions refused for global capacity.
     pub shed: AtomicU64,
 }
@@ -116,7 +119,7 @@ pub fn render(global: &GlobalMetrics, workers: &[&WorkerMetrics]) -> String {
             let _ = writeln!(s, "{name}{{worker=\"{i}\"}} {}", field(w).load(Relaxed));
         }
     }
-    let counters: [(&str, &str, u64); 12] = [
+    let counters: [(&str, &str, u64); 13] = [
         (
             "ringcast_connections_total",
             "Accepted connections.",
@@ -139,7 +142,7 @@ pub fn render(global: &GlobalMetrics, workers: &[&WorkerMetrics]) -> String {
         ),
         (
             "ringcast_slow_disconnects_total",
-            "Subscribers closed for exceeding sse.max_pending_bytes.",
+            "Subscribers closed as slow: socket not taking bytes past sse.max_pending_bytes.",
             sum(workers, |w| w.slow_disconnects.load(Relaxed)),
         ),
         (
@@ -166,6 +169,11 @@ pub fn render(global: &GlobalMetrics, workers: &[&WorkerMetrics]) -> String {
             "ringcast_ingest_ring_full_total",
             "Times the sequencer waited on a full worker ring (back-pressure).",
             global.ring_full.load(Relaxed),
+        ),
+        (
+            "ringcast_fanout_paused_total",
+            "Times a worker paused its fan-out at its share of sse.max_queued_bytes (back-pressure).",
+            sum(workers, |w| w.fanout_paused.load(Relaxed)),
         ),
         (
             "ringcast_publish_rejected_total",
@@ -215,8 +223,12 @@ pub fn render(global: &GlobalMetrics, workers: &[&WorkerMetrics]) -> String {
     let _ = writeln!(s, "ringcast_publish_to_write_seconds_count {cumulative}");
     let _ = writeln!(
         s,
-        "# HELP ringcast_history_bytes Bytes of event frames held in history.\n# TYPE ringcast_history_bytes gauge\nringcast_history_bytes {}",
-        global.history_bytes.load(Relaxed)
+        "# HELP ringcast_history_bytes Bytes of event frames held in history (each worker indexes the same frames; the largest index).\n# TYPE ringcast_history_bytes gauge\nringcast_history_bytes {}",
+        workers
+            .iter()
+            .map(|w| w.history_bytes.load(Relaxed))
+            .max()
+            .unwrap_or(0)
     );
     s
 }

@@ -4,13 +4,13 @@
 //! the import graph: it assembles every stage and nothing imports it.
 
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
 use crate::config::Config;
 use crate::error::StartError;
-use crate::sequencer::history::History;
 use crate::sequencer::ring::{ring, RingRx};
 use crate::sequencer::Sequencer;
 use crate::worker::{Shared, Worker};
@@ -36,9 +36,9 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
     }
     let driver = Driver::choose(cfg.server.io_driver)?;
     let pin = cfg.server.pin_cores;
-    let history = Arc::new(Mutex::new(History::new(&cfg.history)));
-    let shared = Arc::new(Shared::new(cfg, seq_tx, history.clone()));
-    let seq = Sequencer::new(seq_rx, txs, shared.global.clone(), history);
+    let issued = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(Shared::new(cfg, seq_tx, issued.clone()));
+    let seq = Sequencer::new(seq_rx, txs, shared.global.clone(), issued);
     std::thread::Builder::new()
         .name("ringcast-seq".into())
         .spawn(move || seq.run())

@@ -10,8 +10,9 @@
 //! Ids come from [`crate::event`]: see there for why they start at the
 //! process's start time.
 
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
@@ -19,10 +20,8 @@ use crate::event::{epoch_first_id, now_ns, Event, NewEvent};
 use crate::frame;
 use crate::ops::metrics::GlobalMetrics;
 
-pub mod history;
 pub mod ring;
 
-use history::History;
 use ring::{Msg, Pushed, RingTx};
 
 /// A publish request from a worker.
@@ -55,7 +54,10 @@ pub(crate) struct Sequencer {
     rings: Vec<RingTx>,
     next_id: u64,
     metrics: Arc<GlobalMetrics>,
-    history: Arc<Mutex<History>>,
+    /// The highest id given out so far (0 before the first), for workers
+    /// that must tell an id they have not fanned out yet from an unknown
+    /// one.
+    issued: Arc<AtomicU64>,
 }
 
 impl Sequencer {
@@ -64,14 +66,14 @@ impl Sequencer {
         rx: Receiver<SeqMsg>,
         rings: Vec<RingTx>,
         metrics: Arc<GlobalMetrics>,
-        history: Arc<Mutex<History>>,
+        issued: Arc<AtomicU64>,
     ) -> Self {
         Sequencer {
             rx,
             rings,
             next_id: epoch_first_id(),
             metrics,
-            history,
+            issued,
         }
     }
 
@@ -118,13 +120,9 @@ impl Sequencer {
     ) {
         let n = batch.len() as u64;
         if n > 0 {
-            // History first: any event a worker has seen is then in history,
-            // which is what makes replay + live hand over without a gap.
-            {
-                let mut h = self.history.lock().expect("history lock");
-                h.append(&batch, now_ns());
-                self.metrics.history_bytes.store(h.bytes() as u64, Relaxed);
-            }
+            // Before any worker can see these ids, so that none of them is
+            // ever "unknown" to a resuming client's worker.
+            self.issued.store(self.next_id - 1, Release);
             let batch: Arc<[Event]> = batch.into();
             for ring in &self.rings {
                 if ring.push(Msg::Events(batch.clone())) == Pushed::AfterWaiting {
@@ -161,8 +159,8 @@ mod tests {
         let (r0, rx0) = ring(16);
         let (r1, rx1) = ring(16);
         let m = Arc::new(GlobalMetrics::default());
-        let h = Arc::new(Mutex::new(History::new(&crate::config::History::default())));
-        let seq = Sequencer::new(rx, vec![r0, r1], m.clone(), h.clone());
+        let issued = Arc::new(AtomicU64::new(0));
+        let seq = Sequencer::new(rx, vec![r0, r1], m.clone(), issued.clone());
         let ev = |t: &str| NewEvent {
             topic: t.into(),
             event: None,
@@ -206,6 +204,6 @@ mod tests {
         assert_eq!(acks, vec![(7, ids[0], 2)]);
         assert!(matches!(rx0.try_pop(), Some(Msg::Events(_))));
         assert_eq!(m.events_published.load(Relaxed), 3);
-        assert_eq!(h.lock().unwrap().len(), 3);
+        assert_eq!(issued.load(Relaxed), *ids.last().unwrap());
     }
 }

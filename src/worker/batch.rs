@@ -53,8 +53,9 @@ impl Batch {
     }
 
     /// Moves frames from `queue` into the batch (up to `IOV_MAX` in all) and
-    /// rebuilds the iovec array for the next write.
-    pub(crate) fn fill(&mut self, queue: &mut VecDeque<Queued>) {
+    /// rebuilds the iovec array for the next write; returns the bytes the
+    /// write will offer the socket.
+    pub(crate) fn fill(&mut self, queue: &mut VecDeque<Queued>) -> usize {
         if self.head > 0 {
             self.items.drain(..self.head);
             self.head = 0;
@@ -67,6 +68,7 @@ impl Batch {
             iov_base: q.frame.as_ptr() as *mut libc::c_void,
             iov_len: q.frame.len(),
         }));
+        self.iov.iter().map(|v| v.iov_len).sum()
     }
 
     /// Accounts `n` written bytes: finished frames are passed to `done`

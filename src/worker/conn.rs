@@ -140,6 +140,18 @@ pub struct Conn {
     /// A write is in flight: no heartbeat is queued behind it, and only then
     /// can the write stall.
     writing: Cell<bool>,
+    /// Bytes the write in flight offered the socket.
+    offered: Cell<usize>,
+    /// The last write completed short: the socket took less than it was
+    /// offered, so its buffer is full.
+    short_write: Cell<bool>,
+    /// Tick at which the unsent bytes went over `sse.max_pending_bytes`
+    /// (`None` while under it): the clock of the slow judgement.
+    over_since: Cell<Option<u64>>,
+    /// Judged slow under `conflate`: further events past the bound are
+    /// conflated at once, without holding the worker back again, until the
+    /// subscriber has caught up completely.
+    conflating: Cell<bool>,
     /// A stall timer entry is in the wheel, so each write does not add one.
     stall_armed: Cell<bool>,
     /// Shutdown asked this stream to flush, say `retry:` and close.
@@ -167,6 +179,10 @@ impl Conn {
             last_write: Cell::new(now),
             last_progress: Cell::new(now),
             writing: Cell::new(false),
+            offered: Cell::new(0),
+            short_write: Cell::new(false),
+            over_since: Cell::new(None),
+            conflating: Cell::new(false),
             stall_armed: Cell::new(false),
             draining: Cell::new(false),
             close: Oneshot::default(),
@@ -412,7 +428,7 @@ impl Conn {
         if batch.is_empty() {
             self.last_progress.set(now);
         }
-        batch.fill(&mut self.queue.borrow_mut());
+        self.offered.set(batch.fill(&mut self.queue.borrow_mut()));
         self.writing.set(true);
         self.last_write.set(now);
     }
@@ -421,10 +437,45 @@ impl Conn {
     /// (0: it failed or was abandoned); sent bytes are progress.
     pub(crate) fn end_write(&self, sent: usize, now: u64) {
         self.writing.set(false);
+        self.short_write.set(sent < self.offered.get());
         if sent > 0 {
             self.sub_pending(sent);
             self.last_progress.set(now);
         }
+        if self.pending() == 0 {
+            // Caught up: a conflating subscriber is judged afresh.
+            self.conflating.set(false);
+        }
+    }
+
+    /// The socket's buffer is full: the last write completed short and the
+    /// next one is waiting for room.
+    pub(crate) fn socket_full(&self) -> bool {
+        self.writing.get() && self.short_write.get()
+    }
+
+    /// Tracks the slow clock against `max_pending` at tick `now`: starts it
+    /// when the unsent bytes are over the bound, stops it when they are not.
+    /// Returns for how many ticks the subscriber has been over (`None`:
+    /// under the bound).
+    pub(crate) fn over_bound_for(&self, max_pending: usize, now: u64) -> Option<u64> {
+        if self.pending() <= max_pending {
+            self.over_since.set(None);
+            return None;
+        }
+        let since = self.over_since.get().unwrap_or(now);
+        self.over_since.set(Some(since));
+        Some(now.saturating_sub(since))
+    }
+
+    /// Marks the subscriber as conflating (judged slow under `conflate`).
+    pub(crate) fn set_conflating(&self) {
+        self.conflating.set(true);
+    }
+
+    /// Judged slow under `conflate` and not caught up since.
+    pub(crate) fn is_conflating(&self) -> bool {
+        self.conflating.get()
     }
 
     /// Tick at which a write without progress since `last_progress` has
@@ -452,6 +503,14 @@ impl Conn {
         };
         self.stall_armed.set(matches!(expiry, Expiry::Rearm(_)));
         expiry
+    }
+
+    /// Makes the socket look full (a short write, then a write waiting),
+    /// for tests elsewhere in the worker.
+    #[cfg(test)]
+    pub(crate) fn mark_socket_full(&self) {
+        self.writing.set(true);
+        self.short_write.set(true);
     }
 
     /// A copy of the queue, for tests elsewhere in the worker.

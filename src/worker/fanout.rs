@@ -1,34 +1,63 @@
-//! Ring → connection queues: the worker drains its ingest ring in batches
-//! and, for each event, appends the frame handle (a refcount bump, no copy)
-//! to every matching local subscriber's queue, applying the slow-subscriber
-//! bound. Acks wake the publish requests that wait for them.
+//! Ring → connection queues: the worker drains its ingest ring and, for
+//! each event, appends the frame handle (a refcount bump, no copy) to every
+//! matching local subscriber's queue, applying the slow-subscriber bound,
+//! and records the event in its own history. Acks wake the publish requests
+//! that wait for them.
+//!
+//! Overload is not slowness (SPEC §3). A turn of the drain task fans out at
+//! most `TURN_BYTES` of frames (or `MSGS_PER_TURN` ring messages), then
+//! yields so that the connections write. When a subscriber's unsent bytes
+//! pass `sse.max_pending_bytes`, the worker stops fanning out — the bytes
+//! are its own backlog until proven otherwise — and waits for the
+//! subscriber's socket to take them. A reader that keeps up is back under
+//! its bound within a millisecond or two and the fan-out resumes; one still
+//! over it after `sse.slow_grace_ms` has a socket that stopped taking bytes,
+//! and only that one is slow: closed, or under `conflate` conflated (and
+//! from then on conflated at once, holding nobody back, until it has caught
+//! up). Likewise for the worker's share of `sse.max_queued_bytes`. While
+//! the worker waits, its ring fills, the sequencer waits on it,
+//! acknowledgements slow down and `/publish` finally answers 503: a burst
+//! slows the publishers; it does not disconnect healthy subscribers.
+//!
+//! Memory: a subscriber holds at most its bound plus one frame (the event
+//! that crossed it goes to every subscriber of that event before the
+//! worker stops), plus its catch-up.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::conn::{CloseReason, Conn, Queued};
 use super::local::yield_now;
+use super::timers::TICK_MS;
 use super::Worker;
 use crate::config::SlowPolicy;
-use crate::event::Event;
+use crate::event::{now_ns, Event};
 use crate::ops::metrics::WorkerMetrics;
 use crate::sequencer::ring::{Msg, RingRx};
 
-/// Ring messages handled before the drain task yields so that connections
-/// can write what was queued: bigger batches per write under load, bounded
-/// latency for the first frame.
+/// Ring messages handled before the drain task yields.
 const MSGS_PER_TURN: usize = 64;
+
+/// Frame bytes queued (over all subscribers) before the drain task yields,
+/// so that connections write between slices of a burst.
+const TURN_BYTES: usize = 1 << 20;
 
 /// Outcome of offering an event to one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     /// Queued.
     Yes,
+    /// Queued, and now over `sse.max_pending_bytes`: the worker must hold
+    /// its fan-out back until this subscriber catches up or is judged slow.
+    Backlogged,
     /// Already queued through another pattern (or older than what was sent).
     Duplicate,
     /// The connection is closing.
     Closed,
-    /// It would pass `sse.max_pending_bytes`: the connection was closed.
+    /// Slow (over the bound for `sse.slow_grace_ms`, or conflation could not
+    /// bring it under half the bound): the connection was closed.
     Slow,
 }
 
@@ -39,16 +68,27 @@ pub struct Bound {
     pub max_pending: usize,
     /// `sse.slow_policy`.
     pub policy: SlowPolicy,
+    /// `sse.slow_grace_ms` in timer ticks: how long a subscriber may stay
+    /// past `max_pending` before it is slow.
+    pub grace_ticks: u64,
 }
 
-/// Offers `ev` to `conn` within `bound`.
+/// Offers `ev` to `conn` within `bound` at tick `now`.
 ///
-/// Under `conflate`, hitting the bound keeps only the newest pending event
-/// per topic; if that does not bring the queue under half the bound (too
-/// many distinct topics pending), the subscriber is disconnected like under
-/// `disconnect`. The half-bound rule makes conflation amortised O(1) per
-/// event: after a pass, half the bound must refill before the next one.
-pub fn enqueue(conn: &Conn, ev: &Event, bound: Bound, metrics: &WorkerMetrics) -> Enqueued {
+/// Under the bound the event is queued. Past it the event is queued too and
+/// the answer is `Backlogged`, until the subscriber has been over the bound
+/// for `sse.slow_grace_ms`: then it is slow. A slow subscriber is closed
+/// under `disconnect`; under `conflate` only the newest pending event per
+/// topic is kept, and if that does not bring the queue under half the bound
+/// (too many distinct topics pending) it is closed too. The half-bound rule
+/// makes conflation amortised O(1) per event.
+pub fn enqueue(
+    conn: &Conn,
+    ev: &Event,
+    bound: Bound,
+    now: u64,
+    metrics: &WorkerMetrics,
+) -> Enqueued {
     if conn.closed().is_some() {
         return Enqueued::Closed;
     }
@@ -56,83 +96,155 @@ pub fn enqueue(conn: &Conn, ev: &Event, bound: Bound, metrics: &WorkerMetrics) -
         return Enqueued::Duplicate;
     }
     let conflate = bound.policy == SlowPolicy::Conflate;
-    if conn.pending() + ev.frame.len() > bound.max_pending {
-        if conflate {
-            conn.push(Queued {
-                frame: ev.frame.clone(),
-                born_ns: ev.born_ns,
-                topic: Some(ev.topic.clone()),
-            });
-            let dropped = conn.conflate();
-            metrics.conflated.fetch_add(dropped, Relaxed);
-            if conn.pending() <= bound.max_pending / 2 {
-                return Enqueued::Yes;
-            }
-        }
-        metrics.slow_disconnects.fetch_add(1, Relaxed);
-        tracing::info!(
-            conn = conn.id,
-            pending = conn.pending(),
-            "closing slow subscriber: sse.max_pending_bytes exceeded"
-        );
-        conn.kill(CloseReason::Slow);
-        return Enqueued::Slow;
-    }
     conn.push(Queued {
         frame: ev.frame.clone(),
         born_ns: ev.born_ns,
         topic: conflate.then(|| ev.topic.clone()),
     });
-    Enqueued::Yes
+    match conn.over_bound_for(bound.max_pending, now) {
+        None => Enqueued::Yes,
+        Some(_) if conflate && conn.is_conflating() => judge_slow(conn, bound, metrics),
+        Some(ticks) if ticks >= bound.grace_ticks => judge_slow(conn, bound, metrics),
+        Some(_) => Enqueued::Backlogged,
+    }
+}
+
+/// Applies the slow policy to `conn`, which is over its bound and slow.
+fn judge_slow(conn: &Conn, bound: Bound, metrics: &WorkerMetrics) -> Enqueued {
+    if bound.policy == SlowPolicy::Conflate {
+        let dropped = conn.conflate();
+        metrics.conflated.fetch_add(dropped, Relaxed);
+        if conn.pending() <= bound.max_pending / 2 {
+            conn.set_conflating();
+            return Enqueued::Yes;
+        }
+    }
+    metrics.slow_disconnects.fetch_add(1, Relaxed);
+    tracing::info!(
+        conn = conn.id,
+        pending = conn.pending(),
+        "closing slow subscriber: over sse.max_pending_bytes and its socket is not taking the bytes"
+    );
+    conn.kill(CloseReason::Slow);
+    Enqueued::Slow
+}
+
+/// A ring message of events partly fanned out: the rest waits for the next
+/// turn.
+struct Cursor {
+    events: Arc<[Event]>,
+    next: usize,
+}
+
+/// What one call of [`Worker::fan_out`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slice {
+    /// Events taken from the front.
+    pub(crate) taken: usize,
+    /// Frame bytes queued over all subscribers.
+    pub(crate) queued: usize,
+    /// Some subscriber went over its bound: hold the fan-out back.
+    pub(crate) backlogged: bool,
 }
 
 impl Worker {
-    /// Fans a batch of sequenced events out to this worker's subscribers.
-    pub(crate) fn fan_out(&self, events: &[Event]) {
-        if let Some(last) = events.last() {
-            self.last_seen.set(last.id);
-        }
-        let subs = self.subs.borrow();
-        if subs.is_empty() {
-            return;
-        }
-        let conns = self.conns.borrow();
-        let bound = Bound {
+    /// The slow-subscriber bound from the configuration.
+    fn bound(&self) -> Bound {
+        Bound {
             max_pending: self.shared.cfg.sse.max_pending_bytes,
             policy: self.shared.cfg.sse.slow_policy,
-        };
-        for ev in events {
-            subs.for_each_match(&ev.topic, |k| {
-                if let Some(c) = conns.get(k as usize) {
-                    enqueue(c, ev, bound, &self.metrics);
-                }
-            });
-        }
-        drop(conns);
-        if self.pending.get() > self.pending_budget {
-            self.enforce_budget(bound);
+            grace_ticks: self.timers.ticks(self.shared.cfg.sse.slow_grace_ms),
         }
     }
 
-    /// Keeps the worker's unsent bytes within its share of
-    /// `sse.max_queued_bytes`: the largest queues are conflated (under that
-    /// policy) or closed first, down to 90% of the share.
+    /// Fans out events from the front of `events` at tick `now` until about
+    /// `max_bytes` of frames are queued over all subscribers or a subscriber
+    /// goes over its bound (at least one event is taken, and an event always
+    /// reaches all its subscribers); records them in history.
+    pub(crate) fn fan_out(&self, events: &[Event], max_bytes: usize, now: u64) -> Slice {
+        let bound = self.bound();
+        let mut slice = Slice {
+            taken: 0,
+            queued: 0,
+            backlogged: false,
+        };
+        {
+            let subs = self.subs.borrow();
+            let conns = self.conns.borrow();
+            let mut backlog = self.backlog.borrow_mut();
+            for ev in events {
+                subs.for_each_match(&ev.topic, |k| {
+                    let Some(c) = conns.get(k as usize) else {
+                        return;
+                    };
+                    match enqueue(c, ev, bound, now, &self.metrics) {
+                        Enqueued::Yes => slice.queued += ev.frame.len(),
+                        Enqueued::Backlogged => {
+                            slice.queued += ev.frame.len();
+                            slice.backlogged = true;
+                            backlog.push(c.clone());
+                        }
+                        Enqueued::Duplicate | Enqueued::Closed | Enqueued::Slow => {}
+                    }
+                });
+                slice.taken += 1;
+                if slice.backlogged || slice.queued >= max_bytes {
+                    break;
+                }
+            }
+        }
+        if slice.taken > 0 {
+            self.last_seen.set(events[slice.taken - 1].id);
+            let mut h = self.history.borrow_mut();
+            h.append(&events[..slice.taken], now_ns());
+            self.metrics.history_bytes.store(h.bytes() as u64, Relaxed);
+        }
+        slice
+    }
+
+    /// Re-judges the subscribers the fan-out is held back for at tick
+    /// `now`: those back under their bound (or closed) leave the backlog,
+    /// those over it for `sse.slow_grace_ms` are slow. True when the backlog
+    /// is empty.
+    fn settle_backlog(&self, now: u64) -> bool {
+        let bound = self.bound();
+        self.backlog.borrow_mut().retain(|c| {
+            if c.closed().is_some() {
+                return false;
+            }
+            match c.over_bound_for(bound.max_pending, now) {
+                None => false,
+                Some(ticks) if ticks >= bound.grace_ticks => {
+                    judge_slow(c, bound, &self.metrics);
+                    false
+                }
+                Some(_) => true,
+            }
+        });
+        self.backlog.borrow().is_empty()
+    }
+
+    /// Past its share of `sse.max_queued_bytes` for `sse.slow_grace_ms`, the
+    /// worker closes (or conflates) subscribers whose sockets are full,
+    /// largest queues first, down to 90% of the share. Subscribers whose
+    /// sockets take bytes are never closed for the budget.
     fn enforce_budget(&self, bound: Bound) {
         let mut by_size: Vec<(usize, Rc<Conn>)> = self
             .conns
             .borrow()
             .iter()
-            .filter(|(_, c)| c.closed().is_none() && c.pending() > 0)
+            .filter(|(_, c)| c.closed().is_none() && c.pending() > 0 && c.socket_full())
             .map(|(_, c)| (c.pending(), c.clone()))
             .collect();
-        by_size.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
-        let target = self.pending_budget / 10 * 9;
+        by_size.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let target = self.low_water();
         for (_, c) in by_size {
             if self.pending.get() <= target {
                 break;
             }
             if bound.policy == SlowPolicy::Conflate {
                 self.metrics.conflated.fetch_add(c.conflate(), Relaxed);
+                c.set_conflating();
                 if self.pending.get() <= target {
                     break;
                 }
@@ -141,15 +253,50 @@ impl Worker {
             tracing::info!(
                 conn = c.id,
                 pending = c.pending(),
-                "closing subscriber: sse.max_queued_bytes reached, largest queues first"
+                "closing subscriber: sse.max_queued_bytes reached and its socket is full, largest queues first"
             );
             c.kill(CloseReason::Slow);
         }
     }
 
-    fn handle(&self, msg: Msg) {
+    /// Unsent bytes under which a fan-out held back for the budget resumes:
+    /// 90% of the share.
+    pub(crate) fn low_water(&self) -> usize {
+        self.pending_budget / 10 * 9
+    }
+
+    /// Holds the fan-out back while subscribers are over their bound or the
+    /// worker is over its share of `sse.max_queued_bytes`, re-judging on
+    /// every write progress and every tick. The ring is not drained
+    /// meanwhile: that is the back-pressure on publishers.
+    async fn hold_back(&self) {
+        let over_budget_since = self.now_tick();
+        let mut counted = false;
+        loop {
+            let now = self.now_tick();
+            let settled = self.settle_backlog(now);
+            let mut in_budget = self.pending.get() <= self.pending_budget;
+            if !in_budget && now.saturating_sub(over_budget_since) >= self.bound().grace_ticks {
+                self.enforce_budget(self.bound());
+                in_budget = self.pending.get() <= self.low_water();
+            }
+            if settled && in_budget {
+                return;
+            }
+            if !counted {
+                counted = true;
+                self.metrics.fanout_paused.fetch_add(1, Relaxed);
+            }
+            monoio::select! {
+                _ = self.room.notified() => {}
+                _ = monoio::time::sleep(Duration::from_millis(TICK_MS)) => {}
+            }
+        }
+    }
+
+    fn handle(&self, msg: Msg) -> Option<Cursor> {
         match msg {
-            Msg::Events(batch) => self.fan_out(&batch),
+            Msg::Events(events) => return Some(Cursor { events, next: 0 }),
             Msg::Ack {
                 token,
                 first,
@@ -161,17 +308,43 @@ impl Worker {
             }
             Msg::Drain => self.begin_drain(),
         }
+        None
     }
 }
 
-/// The worker's ring-drain task; runs for the worker's life.
+/// The worker's ring-drain task; runs for the worker's life. Each turn
+/// fans out up to `TURN_BYTES` or `MSGS_PER_TURN` messages, then yields;
+/// a turn that left subscribers over their bound is followed by a hold.
 pub(crate) async fn drain_ring(w: Rc<Worker>, rx: RingRx) {
+    let mut cursor: Option<Cursor> = None;
     loop {
-        rx.wait().await;
-        for _ in 0..MSGS_PER_TURN {
-            match rx.try_pop() {
-                Some(msg) => w.handle(msg),
-                None => break,
+        if cursor.is_none() {
+            rx.wait().await;
+        }
+        if !w.backlog.borrow().is_empty() || w.pending.get() > w.pending_budget {
+            w.hold_back().await;
+        }
+        let mut budget = TURN_BYTES;
+        let mut msgs = 0;
+        while budget > 0 && msgs < MSGS_PER_TURN {
+            let Some(cur) = cursor.as_mut() else {
+                match rx.try_pop() {
+                    Some(msg) => {
+                        msgs += 1;
+                        cursor = w.handle(msg);
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            let slice = w.fan_out(&cur.events[cur.next..], budget, w.now_tick());
+            cur.next += slice.taken;
+            budget = budget.saturating_sub(slice.queued);
+            if cur.next == cur.events.len() {
+                cursor = None;
+            }
+            if slice.backlogged {
+                break;
             }
         }
         yield_now().await;
@@ -187,6 +360,9 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
+
+    /// The slow grace, in ticks, of the table-driven tests.
+    const GRACE: u64 = 3;
 
     /// An event whose frame is `len` bytes.
     fn event(id: u64, topic: &str, len: usize) -> Event {
@@ -221,11 +397,13 @@ mod tests {
 
     #[test]
     fn enqueue_outcomes() {
-        use Enqueued::{Closed, Duplicate, Slow, Yes};
+        use Enqueued::{Backlogged, Closed, Duplicate, Slow, Yes};
         use SlowPolicy::{Conflate, Disconnect};
-        // Frames are 10 bytes. `before`: what was queued (ids and topics);
-        // `offer`: the event offered; `after`: the ids queued afterwards;
-        // `confl.`: what metrics.conflated counted.
+        const G: u64 = GRACE;
+        // Frames are 10 bytes. `before`: queued at tick 0 (an event that
+        // crosses the bound starts the slow clock there); `at`: the tick of
+        // the offer; `after`: the ids queued afterwards; `confl.`: what
+        // metrics.conflated counted.
         type Ev = (u64, &'static str);
         type Case = (
             &'static str,
@@ -233,6 +411,7 @@ mod tests {
             usize,
             &'static [Ev],
             bool,
+            u64,
             Ev,
             Enqueued,
             &'static [u64],
@@ -240,20 +419,22 @@ mod tests {
         );
         #[rustfmt::skip]
         let cases: &[Case] = &[
-            // name                                        policy      max before                                     killed offer     want       after          confl.
-            ("fits",                                       Disconnect, 35, &[(1, "a"), (2, "b")],                     false, (3, "c"), Yes,       &[1, 2, 3],    0),
-            ("exactly at the bound fits",                  Disconnect, 40, &[(1, "a"), (2, "b"), (3, "c")],           false, (4, "d"), Yes,       &[1, 2, 3, 4], 0),
-            ("same id is a duplicate",                     Disconnect, 35, &[(1, "a"), (2, "b")],                     false, (2, "b"), Duplicate, &[1, 2],       0),
-            ("older id is a duplicate",                    Disconnect, 35, &[(1, "a"), (5, "b")],                     false, (3, "c"), Duplicate, &[1, 5],       0),
-            ("killed connection",                          Disconnect, 35, &[(1, "a")],                               true,  (2, "a"), Closed,    &[],           0),
-            ("past the bound: disconnected",               Disconnect, 35, &[(1, "a"), (2, "b"), (3, "c")],           false, (4, "d"), Slow,      &[],           0),
-            ("conflate: under the bound, nothing dropped", Conflate,   35, &[(1, "a"), (2, "a")],                     false, (3, "a"), Yes,       &[1, 2, 3],    0),
-            ("conflate: newest per topic gets under half", Conflate,   35, &[(1, "a"), (2, "a"), (3, "a")],           false, (4, "a"), Yes,       &[4],          3),
-            ("conflate: exactly half is under",            Conflate,   41, &[(1, "a"), (2, "a"), (3, "b"), (4, "b")], false, (5, "a"), Yes,       &[4, 5],       3),
-            ("conflate: still over half: disconnected",    Conflate,   35, &[(1, "a"), (2, "a"), (3, "b")],           false, (4, "b"), Slow,      &[],           2),
-            ("conflate: killed connection",                Conflate,   35, &[],                                       true,  (1, "a"), Closed,    &[],           0),
+            // name                                          policy      max before                                               killed at     offer     want        after             confl.
+            ("fits",                                         Disconnect, 35, &[(1, "a"), (2, "b")],                               false, 0,     (3, "c"), Yes,        &[1, 2, 3],       0),
+            ("exactly at the bound fits",                    Disconnect, 40, &[(1, "a"), (2, "b"), (3, "c")],                     false, 0,     (4, "d"), Yes,        &[1, 2, 3, 4],    0),
+            ("same id is a duplicate",                       Disconnect, 35, &[(1, "a"), (2, "b")],                               false, 0,     (2, "b"), Duplicate,  &[1, 2],          0),
+            ("older id is a duplicate",                      Disconnect, 35, &[(1, "a"), (5, "b")],                               false, 0,     (3, "c"), Duplicate,  &[1, 5],          0),
+            ("killed connection",                            Disconnect, 35, &[(1, "a")],                                         true,  0,     (2, "a"), Closed,     &[],              0),
+            ("past the bound: backlogged, not slow",         Disconnect, 35, &[(1, "a"), (2, "b"), (3, "c")],                     false, 0,     (4, "d"), Backlogged, &[1, 2, 3, 4],    0),
+            ("over for less than the grace: backlogged",     Disconnect, 25, &[(1, "a"), (2, "b"), (3, "c")],                     false, G - 1, (4, "d"), Backlogged, &[1, 2, 3, 4],    0),
+            ("over for the grace: slow, closed",             Disconnect, 25, &[(1, "a"), (2, "b"), (3, "c")],                     false, G,     (4, "d"), Slow,       &[],              0),
+            ("conflate: within the grace, nothing dropped",  Conflate,   35, &[(1, "a"), (2, "a"), (3, "a")],                     false, 0,     (4, "a"), Backlogged, &[1, 2, 3, 4],    0),
+            ("conflate: newest per topic gets under half",   Conflate,   35, &[(1, "a"), (2, "a"), (3, "a"), (4, "a")],           false, G,     (5, "a"), Yes,        &[5],             4),
+            ("conflate: exactly half is under",              Conflate,   41, &[(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "a")], false, G,     (6, "b"), Yes,        &[5, 6],          4),
+            ("conflate: still over half: disconnected",      Conflate,   35, &[(1, "a"), (2, "b"), (3, "c"), (4, "d")],           false, G,     (5, "e"), Slow,       &[],              0),
+            ("conflate: killed connection",                  Conflate,   35, &[],                                                 true,  0,     (1, "a"), Closed,     &[],              0),
         ];
-        for &(name, policy, max_pending, before, killed, (id, topic), want, after, conflated) in
+        for &(name, policy, max_pending, before, killed, at, (id, topic), want, after, conflated) in
             cases
         {
             let total = Rc::new(Cell::new(0));
@@ -262,19 +443,17 @@ mod tests {
             let bound = Bound {
                 max_pending,
                 policy,
+                grace_ticks: GRACE,
             };
             for &(id, topic) in before {
-                assert_eq!(
-                    enqueue(&c, &ten(id, topic), bound, &metrics),
-                    Yes,
-                    "{name}: setup"
-                );
+                let got = enqueue(&c, &ten(id, topic), bound, 0, &metrics);
+                assert!(matches!(got, Yes | Backlogged), "{name}: setup");
             }
             if killed {
                 c.kill(CloseReason::Shutdown);
             }
             assert_eq!(
-                enqueue(&c, &ten(id, topic), bound, &metrics),
+                enqueue(&c, &ten(id, topic), bound, at, &metrics),
                 want,
                 "{name}"
             );
@@ -310,6 +489,73 @@ mod tests {
     }
 
     #[test]
+    fn a_conflating_subscriber_is_conflated_at_once_until_it_catches_up() {
+        let c = Conn::new(1, 0, 1, 0, Rc::new(Cell::new(0)));
+        let metrics = WorkerMetrics::default();
+        let bound = Bound {
+            max_pending: 35,
+            policy: SlowPolicy::Conflate,
+            grace_ticks: GRACE,
+        };
+        for id in 1..=4 {
+            enqueue(&c, &ten(id, "a"), bound, 0, &metrics);
+        }
+        let g = GRACE;
+        assert_eq!(enqueue(&c, &ten(5, "a"), bound, g, &metrics), Enqueued::Yes);
+        assert!(c.is_conflating());
+        for id in 6..=7 {
+            enqueue(&c, &ten(id, "a"), bound, g, &metrics);
+        }
+        // Over the bound again: conflated at once, nobody held back.
+        assert_eq!(enqueue(&c, &ten(8, "a"), bound, g, &metrics), Enqueued::Yes);
+        assert_eq!(ids(&c), vec![8]);
+        // Caught up: the next crossing is a backlog again.
+        let mut batch = crate::worker::batch::Batch::new();
+        c.begin_write(g, &mut batch);
+        c.end_write(10, g);
+        assert!(!c.is_conflating());
+        for id in 10..=12 {
+            enqueue(&c, &ten(id, "a"), bound, g, &metrics);
+        }
+        assert_eq!(
+            enqueue(&c, &ten(13, "a"), bound, g, &metrics),
+            Enqueued::Backlogged
+        );
+        assert_eq!(ids(&c), vec![10, 11, 12, 13]);
+    }
+
+    #[test]
+    fn the_backlog_settles_when_subscribers_catch_up_or_turn_slow() {
+        let mut cfg = Config::default();
+        cfg.sse.max_pending_bytes = 25;
+        let w = Worker::for_test(cfg);
+        let (fast, slow) = (w.register(), w.register());
+        for c in [&fast, &slow] {
+            w.subs.borrow_mut().insert("t", c.key);
+        }
+        let events: Vec<Event> = (1..=5).map(|id| ten(id, "t")).collect();
+        let s = w.fan_out(&events, usize::MAX, 0);
+        assert_eq!(
+            (s.taken, s.queued, s.backlogged),
+            (3, 60, true),
+            "stops after the event that crossed the bound"
+        );
+        assert_eq!(w.backlog.borrow().len(), 2);
+        assert!(!w.settle_backlog(1), "both still over, within the grace");
+        // The fast one's socket takes its bytes.
+        let mut batch = crate::worker::batch::Batch::new();
+        fast.begin_write(1, &mut batch);
+        fast.end_write(30, 1);
+        assert!(!w.settle_backlog(w.bound().grace_ticks - 1));
+        assert_eq!(w.backlog.borrow().len(), 1);
+        assert!(w.settle_backlog(w.bound().grace_ticks));
+        assert_eq!(slow.closed(), Some(CloseReason::Slow));
+        assert_eq!(fast.closed(), None);
+        assert_eq!(w.metrics.slow_disconnects.load(Relaxed), 1);
+        assert_eq!(w.last_seen.get(), 3, "the rest waits for the next turn");
+    }
+
+    #[test]
     fn budget_closes_or_conflates_the_largest_queues_down_to_90_percent() {
         use SlowPolicy::{Conflate, Disconnect};
         const BUDGET: usize = 1000;
@@ -321,6 +567,8 @@ mod tests {
             queued: Vec<Vec<(Option<&'static str>, usize)>>,
             /// The event's topic and size, and the connections subscribed to it.
             event: (&'static str, usize, Vec<usize>),
+            /// Every socket is full (behind); else all take bytes.
+            full: bool,
             killed: Vec<usize>,
             conflated: u64,
             pending_after: usize,
@@ -331,6 +579,7 @@ mod tests {
                 policy: Disconnect,
                 queued: vec![vec![(None, 500)], vec![(None, 400)]],
                 event: ("t", 100, vec![1]),
+                full: true,
                 killed: vec![],
                 conflated: 0,
                 pending_after: 1000,
@@ -342,6 +591,7 @@ mod tests {
                 policy: Disconnect,
                 queued: (0..10).map(|i| vec![(None, 100 - i)]).collect(),
                 event: ("t", 10, (0..10).collect()),
+                full: true,
                 killed: vec![0, 1],
                 conflated: 0,
                 pending_after: 836,
@@ -354,6 +604,7 @@ mod tests {
                     vec![(Some("a"), 100), (Some("b"), 100), (Some("c"), 100)],
                 ],
                 event: ("y", 150, vec![1]),
+                full: true,
                 killed: vec![],
                 conflated: 5,
                 pending_after: 550,
@@ -369,9 +620,22 @@ mod tests {
                     vec![(Some("a"), 100), (Some("b"), 100), (Some("c"), 100)],
                 ],
                 event: ("y", 150, vec![1]),
+                full: true,
                 killed: vec![0],
                 conflated: 0,
                 pending_after: 450,
+            },
+            Case {
+                // Over the share, but every socket takes bytes: nobody is
+                // closed; the drain holds its fan-out back instead.
+                name: "sockets taking bytes: over the share, nobody closed",
+                policy: Disconnect,
+                queued: (0..10).map(|i| vec![(None, 100 - i)]).collect(),
+                event: ("t", 10, (0..10).collect()),
+                full: false,
+                killed: vec![],
+                conflated: 0,
+                pending_after: 1055,
             },
         ];
         for case in cases {
@@ -391,11 +655,22 @@ mod tests {
                     });
                 }
             }
+            if case.full {
+                for c in &conns {
+                    c.mark_socket_full();
+                }
+            }
             let (topic, len, subscribers) = &case.event;
             for &i in subscribers {
                 w.subs.borrow_mut().insert(topic, conns[i].key);
             }
-            w.fan_out(&[event(1, topic, *len)]);
+            let slice = w.fan_out(&[event(1, topic, *len)], usize::MAX, 0);
+            assert_eq!(slice.taken, 1, "{name}");
+            if w.pending.get() > w.pending_budget {
+                w.enforce_budget(w.bound());
+            }
+            assert_eq!(w.last_seen.get(), 1, "{name}: the hand-over point moved");
+            assert_eq!(w.history.borrow().len(), 1, "{name}: recorded in history");
             let killed: Vec<usize> = (0..conns.len())
                 .filter(|&i| conns[i].closed().is_some())
                 .collect();

@@ -90,14 +90,23 @@ impl<T: Copy> Oneshot<T> {
 #[derive(Debug, Default)]
 pub(crate) struct LocalNotify {
     waiters: RefCell<Vec<Waker>>,
+    /// Notifications so far, so a waiter can wait for the next one.
+    count: Cell<u64>,
 }
 
 impl LocalNotify {
     /// Wakes everyone waiting.
     pub(crate) fn notify(&self) {
+        self.count.set(self.count.get().wrapping_add(1));
         for w in self.waiters.borrow_mut().drain(..) {
             w.wake();
         }
+    }
+
+    /// Waits for the next notification after this call.
+    pub(crate) async fn notified(&self) {
+        let seen = self.count.get();
+        self.until(|| self.count.get() != seen).await
     }
 
     /// Waits until `cond` holds, re-checking after each notification.
@@ -191,6 +200,20 @@ mod tests {
         n.notify();
         assert!(n.waiters.borrow().is_empty());
         let mut f = std::pin::pin!(n.until(|| true));
+        assert!(f.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn notified_waits_for_the_next_notification_only() {
+        let n = LocalNotify::default();
+        n.notify();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut f = std::pin::pin!(n.notified());
+        assert!(
+            f.as_mut().poll(&mut cx).is_pending(),
+            "an earlier one does not count"
+        );
+        n.notify();
         assert!(f.as_mut().poll(&mut cx).is_ready());
     }
 

@@ -14,8 +14,10 @@ use slab::Slab;
 use crate::ops::metrics::WorkerMetrics;
 
 mod batch;
+mod catch_up;
 pub mod conn;
 pub mod fanout;
+pub mod history;
 mod local;
 mod registration;
 mod shared;
@@ -25,6 +27,7 @@ mod timer_wheel;
 mod timers;
 
 use conn::{CloseReason, Conn, Phase};
+use history::History;
 use local::{LocalNotify, Oneshot};
 use sub_table::SubTable;
 use timers::Timers;
@@ -59,6 +62,15 @@ pub(crate) struct Worker {
     /// Highest event id this worker has fanned out: the hand-over point
     /// between a replay from history and the live stream.
     pub(crate) last_seen: Cell<u64>,
+    /// Every event this worker has fanned out, within the history bounds:
+    /// its resuming subscribers' catch-up, read without a lock.
+    pub(crate) history: RefCell<History>,
+    /// Subscribers over `sse.max_pending_bytes` that the fan-out is held
+    /// back for (see `fanout`).
+    pub(crate) backlog: RefCell<Vec<Rc<Conn>>>,
+    /// Woken by every write progress while the fan-out is held back, so it
+    /// re-judges the backlog at once rather than at the next tick.
+    pub(crate) room: LocalNotify,
     /// Set by the Drain message; never cleared.
     pub(crate) draining: Cell<bool>,
     /// Wakes the accept loop and `finished` on drain and on last close.
@@ -79,6 +91,9 @@ impl Worker {
             subs: RefCell::new(SubTable::new()),
             acks: RefCell::new(Slab::new()),
             last_seen: Cell::new(0),
+            history: RefCell::new(History::new(&cfg.history)),
+            backlog: RefCell::new(Vec::new()),
+            room: LocalNotify::default(),
             pending: Rc::new(Cell::new(0)),
             pending_budget: cfg.sse.max_queued_bytes / cfg.workers().max(1),
             draining: Cell::new(false),
@@ -166,10 +181,9 @@ impl Worker {
     /// sequencer behind it and no runtime under it: its state (connections,
     /// queues, timers) is plain data, so unit tests drive it directly.
     pub(crate) fn for_test(mut cfg: crate::config::Config) -> Self {
-        use crate::sequencer::history::History;
         cfg.server.workers = Some(1);
         let (seq_tx, _) = crossbeam_channel::bounded(1);
-        let history = Arc::new(std::sync::Mutex::new(History::new(&cfg.history)));
-        Worker::new(0, Arc::new(Shared::new(cfg, seq_tx, history)))
+        let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        Worker::new(0, Arc::new(Shared::new(cfg, seq_tx, issued)))
     }
 }

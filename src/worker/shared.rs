@@ -1,5 +1,6 @@
 //! What every worker of the process shares, handed down at launch: the
-//! configuration, the counters, the sequencer's input, the history, and the
+//! configuration, the counters, the sequencer's input and its id watermark,
+//! and the
 //! admission counts. Read by all workers, written through atomics (or a
 //! short lock for the per-IP table) only.
 
@@ -12,7 +13,6 @@ use crossbeam_channel::Sender;
 
 use crate::config::Config;
 use crate::ops::metrics::{GlobalMetrics, WorkerMetrics};
-use crate::sequencer::history::History;
 use crate::sequencer::SeqMsg;
 
 /// State every worker can read; written through atomics only.
@@ -32,9 +32,10 @@ pub(crate) struct Shared {
     pub(crate) open: AtomicUsize,
     /// Source of connection ids.
     pub(crate) next_conn_id: AtomicU64,
-    /// Retained events and last values, appended by the sequencer, read by
-    /// workers when a subscriber resumes or asks for a snapshot.
-    pub(crate) history: Arc<Mutex<History>>,
+    /// The highest id the sequencer has given out, stored before any
+    /// worker sees it: an id at or below it is known even when this worker
+    /// has not fanned it out yet.
+    pub(crate) issued: Arc<AtomicU64>,
     /// Connections per client address, kept only when a per-IP limit is set.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -81,14 +82,14 @@ impl Shared {
 
 impl Shared {
     /// Fresh state for a server about to start.
-    pub(crate) fn new(cfg: Config, seq_tx: Sender<SeqMsg>, history: Arc<Mutex<History>>) -> Self {
+    pub(crate) fn new(cfg: Config, seq_tx: Sender<SeqMsg>, issued: Arc<AtomicU64>) -> Self {
         let n = cfg.workers();
         Shared {
             workers: (0..n).map(|_| Arc::new(WorkerMetrics::default())).collect(),
             global: Arc::new(GlobalMetrics::default()),
             cfg,
             seq_tx,
-            history,
+            issued,
             draining: AtomicBool::new(false),
             open: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),

@@ -81,6 +81,10 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
             _ => 0,
         };
         conn.end_write(sent, w.now_tick());
+        if sent > 0 {
+            // A fan-out held back for a backlog re-judges it now.
+            w.room.notify();
+        }
         let Some((res, b)) = result else { break };
         batch = b;
         match res {

@@ -75,6 +75,11 @@ impl Timers {
         }
     }
 
+    /// `ms` in ticks, rounded up, at least one.
+    pub(crate) fn ticks(&self, ms: u64) -> u64 {
+        ticks(ms)
+    }
+
     /// The current tick.
     pub(crate) fn now_tick(&self) -> u64 {
         self.start.elapsed().as_millis() as u64 / TICK_MS

@@ -1,30 +1,41 @@
-//! Bounded per-topic history and last-value cache: sequenced events in (from
-//! the sequencer, the same `Bytes` frames the workers send, never a copy),
-//! replays and snapshots out (to a worker whose subscriber resumes).
+//! Bounded per-topic history and last-value cache, one per worker: the
+//! events this worker has fanned out go in (the same `Bytes` frames its
+//! subscribers are sent, never a copy), replays and snapshots for its own
+//! resuming subscribers come out. No lock: the worker is the only thread
+//! that touches it, and the hand-over from replay to live is exact by
+//! construction — the index holds precisely what the worker has fanned out.
 //!
 //! Bounds: at most `history.per_topic` events per topic, `history.max_bytes`
 //! of frames over all topics, and nothing older than `history.max_age_ms`.
-//! The globally oldest event is found through an ordered index of each
-//! topic's oldest id, so eviction by bytes or age is O(log topics).
+//! Every worker applies the same bounds to the same stream, so the frames
+//! count once in memory; the index (one [`Event`] handle, 64 B, per retained
+//! event) counts once per worker. The globally oldest event is found through
+//! an ordered index of each topic's oldest id, so eviction by bytes or age
+//! is O(log topics).
 //!
-//! Continuity: every topic remembers the highest id it ever evicted. A
-//! replay after id `a` is provably complete only if no matching topic has
-//! evicted anything newer than `a`; otherwise the caller must resync. A
-//! topic whose log empties stays as a small tombstone for that reason; when
-//! tombstones pile up they are folded into one conservative watermark.
+//! Lookups: an exact pattern is one hash lookup; only wildcard patterns
+//! scan, and they scan the topics that still hold events. A topic whose log
+//! empties (byte or age eviction) becomes a tombstone kept apart, which
+//! remembers the highest id it evicted: a replay after id `a` is provably
+//! complete only if no matching topic evicted anything newer than `a`.
+//! Tombstones are looked at only by a resume older than the newest of them;
+//! when they pile up they are folded into one conservative watermark.
+//!
+//! Re-measure: `cargo bench --bench history` (`history_replay/*`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::config;
 use crate::event::Event;
-use crate::topic::matches;
+use crate::topic::{is_wildcard, matches};
 
 /// Tombstones kept before they are folded into the watermark.
 const MAX_TOMBSTONES: usize = 100_000;
 
 #[derive(Debug, Default)]
 struct TopicLog {
+    /// Never empty: an emptied log becomes a tombstone.
     events: VecDeque<Event>,
     /// Highest id evicted from this topic (0 = none).
     evicted_upto: u64,
@@ -37,21 +48,50 @@ pub enum Gap {
     Expired,
 }
 
-/// The history of one server.
+/// The history of one worker.
 #[derive(Debug)]
 pub struct History {
     per_topic: usize,
     max_bytes: usize,
     max_age_ns: u64,
+    /// Topics that hold at least one event.
     topics: HashMap<Arc<str>, TopicLog>,
-    /// Oldest retained id of each non-empty topic → topic.
+    /// Topics emptied by eviction → the highest id each evicted.
+    tombstones: HashMap<Arc<str>, u64>,
+    /// At least the highest id of any tombstone: a resume newer than this
+    /// never needs to look at them.
+    tombstones_upto: u64,
+    /// Oldest retained id of each topic → topic.
     fronts: BTreeMap<u64, Arc<str>>,
     bytes: usize,
-    tombstones: usize,
     /// Highest id appended.
     last_id: u64,
     /// Highest id evicted from a topic whose tombstone was folded away.
     forgotten_upto: u64,
+}
+
+/// A subscription's patterns split by how history finds them.
+struct Lookup<'a> {
+    /// Exact topics not also matched by a wildcard pattern.
+    exact: Vec<&'a str>,
+    /// Wildcard patterns.
+    wild: Vec<&'a str>,
+}
+
+impl<'a> Lookup<'a> {
+    fn new(patterns: &'a [Box<str>]) -> Self {
+        let (wild, exact): (Vec<&str>, Vec<&str>) =
+            patterns.iter().map(|p| &**p).partition(|p| is_wildcard(p));
+        let exact = exact
+            .into_iter()
+            .filter(|t| !wild.iter().any(|w| matches(w, t)))
+            .collect();
+        Lookup { exact, wild }
+    }
+
+    fn wild_matches(&self, topic: &str) -> bool {
+        self.wild.iter().any(|w| matches(w, topic))
+    }
 }
 
 impl History {
@@ -62,9 +102,10 @@ impl History {
             max_bytes: cfg.max_bytes,
             max_age_ns: cfg.max_age_ms.saturating_mul(1_000_000),
             topics: HashMap::new(),
+            tombstones: HashMap::new(),
+            tombstones_upto: 0,
             fronts: BTreeMap::new(),
             bytes: 0,
-            tombstones: 0,
             last_id: 0,
             forgotten_upto: 0,
         }
@@ -97,14 +138,15 @@ impl History {
             self.last_id = self.last_id.max(ev.id);
             let log = match self.topics.get_mut(&ev.topic) {
                 Some(log) => log,
-                None => self.topics.entry(ev.topic.clone()).or_default(),
-            };
-            if log.events.is_empty() {
-                if log.evicted_upto != 0 {
-                    self.tombstones -= 1;
+                None => {
+                    let evicted_upto = self.tombstones.remove(&ev.topic).unwrap_or(0);
+                    self.fronts.insert(ev.id, ev.topic.clone());
+                    self.topics.entry(ev.topic.clone()).or_insert(TopicLog {
+                        events: VecDeque::new(),
+                        evicted_upto,
+                    })
                 }
-                self.fronts.insert(ev.id, ev.topic.clone());
-            }
+            };
             log.events.push_back(ev.clone());
             self.bytes += ev.frame.len();
             if log.events.len() > self.per_topic {
@@ -127,18 +169,9 @@ impl History {
                 break;
             }
         }
-        if self.tombstones > MAX_TOMBSTONES {
-            let mut forgotten = self.forgotten_upto;
-            self.topics.retain(|_, log| {
-                if log.events.is_empty() {
-                    forgotten = forgotten.max(log.evicted_upto);
-                    false
-                } else {
-                    true
-                }
-            });
-            self.forgotten_upto = forgotten;
-            self.tombstones = 0;
+        if self.tombstones.len() > MAX_TOMBSTONES {
+            self.forgotten_upto = self.forgotten_upto.max(self.tombstones_upto);
+            self.tombstones = HashMap::new();
         }
     }
 
@@ -156,28 +189,56 @@ impl History {
             Some(next) => {
                 self.fronts.insert(next.id, topic.clone());
             }
-            None => self.tombstones += 1,
+            None => {
+                self.topics.remove(topic);
+                self.tombstones.insert(topic.clone(), ev.id);
+                self.tombstones_upto = self.tombstones_upto.max(ev.id);
+            }
         }
     }
 
-    fn matching<'a>(&'a self, patterns: &'a [Box<str>]) -> impl Iterator<Item = &'a TopicLog> + 'a {
-        self.topics
-            .iter()
-            .filter(move |(t, _)| patterns.iter().any(|p| matches(p, t)))
-            .map(|(_, log)| log)
+    /// Every live log the patterns match, each once; `Err` when a matching
+    /// topic evicted something after `after` (a gap).
+    fn matching(&self, patterns: &[Box<str>], after: u64) -> Result<Vec<&TopicLog>, Gap> {
+        if self.forgotten_upto > after {
+            return Err(Gap::Expired);
+        }
+        let lookup = Lookup::new(patterns);
+        let mut logs = Vec::new();
+        for t in &lookup.exact {
+            if let Some(log) = self.topics.get(*t) {
+                logs.push(log);
+            } else if self.tombstones.get(*t).is_some_and(|&e| e > after) {
+                return Err(Gap::Expired);
+            }
+        }
+        if !lookup.wild.is_empty() {
+            logs.extend(
+                self.topics
+                    .iter()
+                    .filter(|(t, _)| lookup.wild_matches(t))
+                    .map(|(_, log)| log),
+            );
+            if self.tombstones_upto > after
+                && self
+                    .tombstones
+                    .iter()
+                    .any(|(t, &e)| e > after && lookup.wild_matches(t))
+            {
+                return Err(Gap::Expired);
+            }
+        }
+        if logs.iter().any(|log| log.evicted_upto > after) {
+            return Err(Gap::Expired);
+        }
+        Ok(logs)
     }
 
     /// Every retained event on `patterns` with `after < id <= upto`, in id
     /// order, or the proof that some were evicted.
     pub fn replay(&self, patterns: &[Box<str>], after: u64, upto: u64) -> Result<Vec<Event>, Gap> {
-        if self.forgotten_upto > after {
-            return Err(Gap::Expired);
-        }
         let mut out = Vec::new();
-        for log in self.matching(patterns) {
-            if log.evicted_upto > after {
-                return Err(Gap::Expired);
-            }
+        for log in self.matching(patterns, after)? {
             let start = log.events.partition_point(|e| e.id <= after);
             out.extend(
                 log.events
@@ -194,8 +255,15 @@ impl History {
     /// The newest event (id `<= upto`) of every topic matching `patterns`,
     /// oldest first: the last-value snapshot.
     pub fn snapshot(&self, patterns: &[Box<str>], upto: u64) -> Vec<Event> {
-        let mut out: Vec<Event> = self
-            .matching(patterns)
+        let lookup = Lookup::new(patterns);
+        let exact = lookup.exact.iter().filter_map(|t| self.topics.get(*t));
+        let wild = self
+            .topics
+            .iter()
+            .filter(|(t, _)| !lookup.wild.is_empty() && lookup.wild_matches(t))
+            .map(|(_, log)| log);
+        let mut out: Vec<Event> = exact
+            .chain(wild)
             .filter_map(|log| log.events.iter().rev().find(|e| e.id <= upto).cloned())
             .collect();
         out.sort_unstable_by_key(|e| e.id);
@@ -292,5 +360,38 @@ mod tests {
             ids(&h.replay(&pats(&["b"]), 2, 9).unwrap()),
             Vec::<u64>::new()
         );
+    }
+
+    #[test]
+    fn exact_and_wildcard_patterns_overlap_without_duplicates() {
+        let mut h = History::new(&cfg(10, 1 << 20, 0));
+        h.append(&[ev(1, "a.x", 0), ev(2, "a.y", 0), ev(3, "a.x", 0)], 0);
+        let both = pats(&["a.x", "a.*", "a.x.z"]);
+        assert_eq!(ids(&h.replay(&both, 0, 9).unwrap()), vec![1, 2, 3]);
+        assert_eq!(ids(&h.snapshot(&both, 9)), vec![2, 3]);
+        assert_eq!(ids(&h.snapshot(&pats(&["a.x"]), 2)), vec![1]);
+        assert!(h.snapshot(&pats(&["nope"]), 9).is_empty());
+    }
+
+    #[test]
+    fn tombstones_prove_gaps_for_exact_and_wildcard_resumes() {
+        // Age eviction empties topic "a" (id 1) but keeps "b" (id 5).
+        let mut h = History::new(&cfg(100, 1 << 20, 1));
+        h.append(&[ev(1, "a", 0), ev(5, "b", 2_000_000)], 2_000_000);
+        assert_eq!(h.len(), 1);
+        for p in [&["a"][..], &["*"][..], &[">"][..]] {
+            assert_eq!(
+                h.replay(&pats(p), 0, 9).unwrap_err(),
+                Gap::Expired,
+                "{p:?} after 0"
+            );
+            assert!(h.replay(&pats(p), 1, 9).is_ok(), "{p:?} after 1");
+        }
+        // Topic "c" never evicted anything: an old id is fine for it alone.
+        assert!(h.replay(&pats(&["c"]), 0, 9).unwrap().is_empty());
+        // A revived topic keeps what its tombstone proved.
+        h.append(&[ev(6, "a", 2_000_000)], 2_000_000);
+        assert_eq!(h.replay(&pats(&["a"]), 0, 9).unwrap_err(), Gap::Expired);
+        assert_eq!(ids(&h.replay(&pats(&["a"]), 1, 9).unwrap()), vec![6]);
     }
 }

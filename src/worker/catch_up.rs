@@ -1,0 +1,128 @@
+//! What a new subscriber receives before the live stream: the events it
+//! missed (after its `Last-Event-ID`), or a `resync` and a fresh start, and
+//! the last-value snapshot when asked. Read from this worker's own history
+//! without a lock, up to the last event the worker fanned out; everything
+//! after that reaches the subscriber through the ring, so replay and live
+//! meet with no gap and no duplicate.
+
+use std::sync::atomic::Ordering::Acquire;
+
+use super::history::Gap;
+use super::Worker;
+use crate::event::{epoch_first_id, Event};
+
+/// The catch-up of one subscription.
+#[derive(Debug)]
+pub(crate) struct CatchUp {
+    /// Replayed events, or the snapshot, in id order.
+    pub(crate) events: Vec<Event>,
+    /// Why continuity could not be proven, if so.
+    pub(crate) resync: Option<&'static str>,
+    /// Id after which live events are new to this client.
+    pub(crate) resume_after: u64,
+}
+
+impl Worker {
+    /// Decides between replay, resync (+ snapshot) and plain snapshot for a
+    /// subscription on `patterns`. The caller registers the subscription in
+    /// the same turn (no await in between), so `last_seen` is the exact
+    /// hand-over point.
+    pub(crate) fn catch_up(
+        &self,
+        patterns: &[Box<str>],
+        last_event_id: Option<&str>,
+        snapshot: bool,
+    ) -> CatchUp {
+        let upto = self.last_seen.get();
+        let h = self.history.borrow();
+        let fresh = |resync| CatchUp {
+            events: if snapshot {
+                h.snapshot(patterns, upto)
+            } else {
+                Vec::new()
+            },
+            resync,
+            resume_after: 0,
+        };
+        let Some(raw) = last_event_id else {
+            return fresh(None);
+        };
+        let Ok(id) = raw.trim().parse::<u64>() else {
+            return fresh(Some("invalid_id"));
+        };
+        if id < epoch_first_id() {
+            return fresh(Some("epoch"));
+        }
+        // An id this worker has not fanned out yet (another worker is ahead)
+        // is still known once the sequencer has given it out.
+        if id > upto.max(self.shared.issued.load(Acquire)) {
+            return fresh(Some("unknown_id"));
+        }
+        match h.replay(patterns, id, upto) {
+            Ok(events) => CatchUp {
+                events,
+                resync: None,
+                resume_after: id,
+            },
+            Err(Gap::Expired) => fresh(Some("history_expired")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn ev(id: u64, topic: &str) -> Event {
+        Event {
+            id,
+            topic: Arc::from(topic),
+            frame: Bytes::from(format!("id: {id}\n\n")),
+            born_ns: 1,
+        }
+    }
+
+    fn pats(p: &[&str]) -> Vec<Box<str>> {
+        p.iter().map(|s| (*s).into()).collect()
+    }
+
+    #[test]
+    fn decides_between_replay_resync_and_snapshot() {
+        let w = Worker::for_test(Config::default());
+        let first = epoch_first_id();
+        let (a, b, c) = (first + 1, first + 2, first + 3);
+        w.fan_out(&[ev(a, "q.a"), ev(b, "q.b"), ev(c, "q.a")], usize::MAX, 0);
+        w.shared.issued.store(c + 5, Relaxed);
+        let p = pats(&["q.a"]);
+        let id = |n: u64| Some(n.to_string());
+        // (last-event-id, snapshot) → (ids, resync, resume_after)
+        type Case = (Option<String>, bool, Vec<u64>, Option<&'static str>, u64);
+        let cases: Vec<Case> = vec![
+            (None, false, vec![], None, 0),
+            (None, true, vec![c], None, 0),
+            (id(a), false, vec![c], None, a),
+            (id(c), false, vec![], None, c),
+            // Given out by the sequencer, not yet fanned out here (another
+            // worker is ahead): known, resumes after it, replays nothing.
+            (id(c + 5), false, vec![], None, c + 5),
+            (id(c + 6), true, vec![c], Some("unknown_id"), 0),
+            (id(first - 1), false, vec![], Some("epoch"), 0),
+            (Some("x1".into()), false, vec![], Some("invalid_id"), 0),
+        ];
+        for (last, snapshot, ids, resync, after) in cases {
+            let got = w.catch_up(&p, last.as_deref(), snapshot);
+            let got_ids: Vec<u64> = got.events.iter().map(|e| e.id).collect();
+            assert_eq!(
+                (got_ids, got.resync, got.resume_after),
+                (ids, resync, after),
+                "{last:?} snapshot={snapshot}"
+            );
+        }
+    }
+}
