@@ -4,6 +4,11 @@
 //!
 //! Encoding is a single pass that sizes the buffer exactly first, so one
 //! allocation per event whatever the number of subscribers.
+//!
+//! Measured (`cargo bench --bench frame`, two interleaved runs on
+//! 2026-11-29): a 100 B quote encodes in 176-261 ns
+//! (`frame_encode/quote_100B`), a 300 B multi-line event in 1.2-1.4 µs, a
+//! 16 KiB one in 20-24 µs — once per event, whatever the fan-out.
 
 use bytes::{BufMut, Bytes, BytesMut};
 

@@ -22,6 +22,13 @@
 //! Memory: a subscriber holds at most its bound plus one frame (the event
 //! that crossed it goes to every subscriber of that event before the
 //! worker stops), plus its catch-up.
+//!
+//! Measured (`cargo bench --bench fanout`, two interleaved runs on
+//! 2026-11-29): offering one 100 B frame to 10^3 / 10^4 / 10^5 queues takes
+//! 44-50 µs / 0.52-0.61 ms / 5.2-6.3 ms, 17-22 M subscribers/s
+//! (`fanout/enqueue_shared_bytes/*`), against 10-11 M/s for a copy per
+//! subscriber (`fanout/naive_copy_per_subscriber`). End to end, bursts and
+//! holds: `scripts/compare.sh h`.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;

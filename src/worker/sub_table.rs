@@ -6,6 +6,12 @@
 //! depends on the topic's depth and the wildcards that actually match, never
 //! on the number of subscribers on unrelated topics. Each list is an
 //! `IndexSet`: dense iteration for fan-out, O(1) removal on disconnect.
+//!
+//! Measured (`cargo bench --bench subscribe`, medians of two interleaved runs
+//! on 2026-11-29): one lookup at 10^3 / 10^4 / 10^5 subscriptions on other
+//! topics costs 21-37 ns exact and 115-205 ns through the wildcard trie
+//! (`subscribe_match/{exact,wildcard}/*`): flat in the number of
+//! subscriptions, the run-to-run noise being larger than the trend.
 
 use std::collections::HashMap;
 
