@@ -86,6 +86,7 @@ pub(crate) async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListene
             None => break,
             Some(Ok((stream, peer))) => {
                 monoio::spawn(super::connection::serve(w.clone(), stream, peer));
+                w.kick_drain();
             }
             Some(Err(e)) => {
                 // EMFILE/ENFILE and friends: back off briefly instead of spinning.

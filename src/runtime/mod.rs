@@ -122,7 +122,7 @@ async fn worker_main(
 ) -> Result<(), String> {
     let listener = monoio::net::TcpListener::from_std(listener)
         .map_err(|e| format!("worker {idx}: cannot register listener: {e}"))?;
-    let w = Rc::new(Worker::new(idx, shared));
+    let w = Rc::new(Worker::new(idx, shared, rx.probe()));
     monoio::spawn(crate::worker::drain_ring(w.clone(), rx));
     monoio::spawn(w.clone().timer_loop());
     monoio::spawn(crate::http::accept::accept_loop(w.clone(), listener));

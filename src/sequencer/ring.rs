@@ -132,7 +132,28 @@ impl RingTx {
     }
 }
 
+/// A look at a worker's ring from the worker's other tasks, without
+/// consuming anything.
+#[derive(Debug, Clone)]
+pub struct RingProbe {
+    rx: Receiver<Msg>,
+}
+
+impl RingProbe {
+    /// Messages are waiting in the ring.
+    pub fn has_messages(&self) -> bool {
+        !self.rx.is_empty()
+    }
+}
+
 impl RingRx {
+    /// A probe on this ring for the worker's other tasks.
+    pub fn probe(&self) -> RingProbe {
+        RingProbe {
+            rx: self.rx.clone(),
+        }
+    }
+
     /// Takes one message if there is one.
     pub fn try_pop(&self) -> Option<Msg> {
         self.rx.try_recv().ok()

@@ -145,9 +145,14 @@ pub struct Conn {
     /// The last write completed short: the socket took less than it was
     /// offered, so its buffer is full.
     short_write: Cell<bool>,
-    /// Tick at which the unsent bytes went over `sse.max_pending_bytes`
-    /// (`None` while under it): the clock of the slow judgement.
-    over_since: Cell<Option<u64>>,
+    /// While the unsent bytes are over `sse.max_pending_bytes`: the tick
+    /// the slow clock started and `sent_total` then. The clock restarts
+    /// whenever the socket has taken half the bound since, so only a
+    /// subscriber that stops taking bytes (or takes them far slower than
+    /// the feed) runs out of grace.
+    over_since: Cell<Option<(u64, u64)>>,
+    /// Bytes this connection's socket has taken, in all.
+    sent_total: Cell<u64>,
     /// Judged slow under `conflate`: further events past the bound are
     /// conflated at once, without holding the worker back again, until the
     /// subscriber has caught up completely.
@@ -182,6 +187,7 @@ impl Conn {
             offered: Cell::new(0),
             short_write: Cell::new(false),
             over_since: Cell::new(None),
+            sent_total: Cell::new(0),
             conflating: Cell::new(false),
             stall_armed: Cell::new(false),
             draining: Cell::new(false),
@@ -440,6 +446,7 @@ impl Conn {
         self.short_write.set(sent < self.offered.get());
         if sent > 0 {
             self.sub_pending(sent);
+            self.sent_total.set(self.sent_total.get() + sent as u64);
             self.last_progress.set(now);
         }
         if self.pending() == 0 {
@@ -455,16 +462,22 @@ impl Conn {
     }
 
     /// Tracks the slow clock against `max_pending` at tick `now`: starts it
-    /// when the unsent bytes are over the bound, stops it when they are not.
-    /// Returns for how many ticks the subscriber has been over (`None`:
-    /// under the bound).
+    /// when the unsent bytes are over the bound, stops it when they are not,
+    /// and restarts it each time the socket has taken half the bound since
+    /// it started. Returns how many ticks the subscriber has been over the
+    /// bound without taking that much (`None`: under the bound).
     pub(crate) fn over_bound_for(&self, max_pending: usize, now: u64) -> Option<u64> {
         if self.pending() <= max_pending {
             self.over_since.set(None);
             return None;
         }
-        let since = self.over_since.get().unwrap_or(now);
-        self.over_since.set(Some(since));
+        let sent = self.sent_total.get();
+        let (since, mark) = match self.over_since.get() {
+            Some((_, mark)) if sent - mark >= (max_pending / 2) as u64 => (now, sent),
+            Some(clock) => clock,
+            None => (now, sent),
+        };
+        self.over_since.set(Some((since, mark)));
         Some(now.saturating_sub(since))
     }
 

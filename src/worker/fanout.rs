@@ -11,8 +11,10 @@
 //! are its own backlog until proven otherwise — and waits for the
 //! subscriber's socket to take them. A reader that keeps up is back under
 //! its bound within a millisecond or two and the fan-out resumes; one still
-//! over it after `sse.slow_grace_ms` has a socket that stopped taking bytes,
-//! and only that one is slow: closed, or under `conflate` conflated (and
+//! over it after `sse.slow_grace_ms` without having taken even half its
+//! bound in that time has a socket that stopped taking bytes (or takes them
+//! far slower than the feed: under 5 MB/s with the defaults), and only that
+//! one is slow: closed, or under `conflate` conflated (and
 //! from then on conflated at once, holding nobody back, until it has caught
 //! up). Likewise for the worker's share of `sse.max_queued_bytes`. While
 //! the worker waits, its ring fills, the sequencer waits on it,
@@ -326,7 +328,10 @@ pub(crate) async fn drain_ring(w: Rc<Worker>, rx: RingRx) {
     let mut cursor: Option<Cursor> = None;
     loop {
         if cursor.is_none() {
-            rx.wait().await;
+            monoio::select! {
+                _ = rx.wait() => {}
+                _ = w.inbox.notified() => {}
+            }
         }
         if !w.backlog.borrow().is_empty() || w.pending.get() > w.pending_budget {
             w.hold_back().await;
@@ -529,6 +534,43 @@ mod tests {
             Enqueued::Backlogged
         );
         assert_eq!(ids(&c), vec![10, 11, 12, 13]);
+    }
+
+    #[test]
+    fn a_subscriber_taking_half_its_bound_per_grace_is_never_slow() {
+        let c = Conn::new(1, 0, 1, 0, Rc::new(Cell::new(0)));
+        let metrics = WorkerMetrics::default();
+        let bound = Bound {
+            max_pending: 25,
+            policy: SlowPolicy::Disconnect,
+            grace_ticks: GRACE,
+        };
+        for id in 1..=5 {
+            enqueue(&c, &ten(id, "a"), bound, 0, &metrics);
+        }
+        let mut batch = crate::worker::batch::Batch::new();
+        let mut id = 5;
+        // Every grace period the socket takes 20 bytes (over half of 25)
+        // while 20 more arrive: 50 unsent, over the bound throughout, and
+        // never slow.
+        for round in 1..=5 {
+            c.begin_write(round * GRACE, &mut batch);
+            c.end_write(20, round * GRACE);
+            for _ in 0..2 {
+                id += 1;
+                assert_eq!(
+                    enqueue(&c, &ten(id, "a"), bound, round * GRACE, &metrics),
+                    Enqueued::Backlogged,
+                    "round {round}"
+                );
+            }
+        }
+        // Then it stops taking bytes: slow one grace period later.
+        id += 1;
+        assert_eq!(
+            enqueue(&c, &ten(id, "a"), bound, 6 * GRACE, &metrics),
+            Enqueued::Slow
+        );
     }
 
     #[test]

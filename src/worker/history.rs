@@ -13,8 +13,9 @@
 //! an ordered index of each topic's oldest id, so eviction by bytes or age
 //! is O(log topics).
 //!
-//! Lookups: an exact pattern is one hash lookup; only wildcard patterns
-//! scan, and they scan the topics that still hold events. A topic whose log
+//! Lookups: an exact pattern is one hash lookup; a wildcard pattern walks a
+//! token trie of the topics that still hold events, so its cost follows
+//! the topics it matches, not how many topics are retained. A topic whose log
 //! empties (byte or age eviction) becomes a tombstone kept apart, which
 //! remembers the highest id it evicted: a replay after id `a` is provably
 //! complete only if no matching topic evicted anything newer than `a`.
@@ -56,6 +57,8 @@ pub struct History {
     max_age_ns: u64,
     /// Topics that hold at least one event.
     topics: HashMap<Arc<str>, TopicLog>,
+    /// The same topics by token, for wildcard lookups.
+    trie: TopicTrie,
     /// Topics emptied by eviction → the highest id each evicted.
     tombstones: HashMap<Arc<str>, u64>,
     /// At least the highest id of any tombstone: a resume newer than this
@@ -94,6 +97,82 @@ impl<'a> Lookup<'a> {
     }
 }
 
+/// The retained topics by token: a wildcard pattern visits only the
+/// branches it can match.
+#[derive(Debug, Default)]
+struct TopicTrie {
+    children: HashMap<Box<str>, TopicTrie>,
+    /// The topic that ends here, if any.
+    topic: Option<Arc<str>>,
+}
+
+impl TopicTrie {
+    fn insert(&mut self, topic: &Arc<str>) {
+        let mut node = self;
+        for tok in topic.split('.') {
+            node = node.children.entry(tok.into()).or_default();
+        }
+        node.topic = Some(topic.clone());
+    }
+
+    /// Removes `topic`, pruning the branches it leaves empty.
+    fn remove(&mut self, topic: &str) {
+        let tokens: Vec<&str> = topic.split('.').collect();
+        self.remove_path(&tokens);
+    }
+
+    /// True when this node is left empty.
+    fn remove_path(&mut self, tokens: &[&str]) -> bool {
+        match tokens.split_first() {
+            None => self.topic = None,
+            Some((tok, rest)) => {
+                if let Some(child) = self.children.get_mut(*tok) {
+                    if child.remove_path(rest) {
+                        self.children.remove(*tok);
+                    }
+                }
+            }
+        }
+        self.topic.is_none() && self.children.is_empty()
+    }
+
+    /// Calls `f` with every topic that the pattern `tokens` matches.
+    fn for_each_match<'a>(&'a self, tokens: &[&str], f: &mut impl FnMut(&'a Arc<str>)) {
+        match tokens.split_first() {
+            None => {
+                if let Some(t) = &self.topic {
+                    f(t);
+                }
+            }
+            Some((&">", _)) => {
+                for child in self.children.values() {
+                    child.for_each_topic(f);
+                }
+            }
+            Some((&"*", rest)) => {
+                for child in self.children.values() {
+                    child.for_each_match(rest, f);
+                }
+            }
+            Some((tok, rest)) => {
+                if let Some(child) = self.children.get(*tok) {
+                    child.for_each_match(rest, f);
+                }
+            }
+        }
+    }
+
+    /// Calls `f` with every topic at or below this node.
+    fn for_each_topic<'a>(&'a self, f: &mut impl FnMut(&'a Arc<str>)) {
+        if let Some(t) = &self.topic {
+            f(t);
+        }
+        for child in self.children.values() {
+            child.for_each_topic(f);
+        }
+    }
+}
+
 impl History {
     /// An empty history with the configured bounds.
     pub fn new(cfg: &config::History) -> Self {
@@ -102,6 +181,7 @@ impl History {
             max_bytes: cfg.max_bytes,
             max_age_ns: cfg.max_age_ms.saturating_mul(1_000_000),
             topics: HashMap::new(),
+            trie: TopicTrie::default(),
             tombstones: HashMap::new(),
             tombstones_upto: 0,
             fronts: BTreeMap::new(),
@@ -141,6 +221,7 @@ impl History {
                 None => {
                     let evicted_upto = self.tombstones.remove(&ev.topic).unwrap_or(0);
                     self.fronts.insert(ev.id, ev.topic.clone());
+                    self.trie.insert(&ev.topic);
                     self.topics.entry(ev.topic.clone()).or_insert(TopicLog {
                         events: VecDeque::new(),
                         evicted_upto,
@@ -191,10 +272,26 @@ impl History {
             }
             None => {
                 self.topics.remove(topic);
+                self.trie.remove(topic);
                 self.tombstones.insert(topic.clone(), ev.id);
                 self.tombstones_upto = self.tombstones_upto.max(ev.id);
             }
         }
+    }
+
+    /// The live logs the wildcard patterns match, each once, found through
+    /// the topic trie.
+    fn wild_logs(&self, lookup: &Lookup<'_>) -> Vec<&TopicLog> {
+        let mut found: Vec<&Arc<str>> = Vec::new();
+        for w in &lookup.wild {
+            let tokens: Vec<&str> = w.split('.').collect();
+            self.trie.for_each_match(&tokens, &mut |t| found.push(t));
+        }
+        if lookup.wild.len() > 1 {
+            found.sort_unstable_by_key(|t| Arc::as_ptr(t) as *const u8 as usize);
+            found.dedup_by_key(|t| Arc::as_ptr(t) as *const u8 as usize);
+        }
+        found.iter().filter_map(|t| self.topics.get(*t)).collect()
     }
 
     /// Every live log the patterns match, each once; `Err` when a matching
@@ -213,12 +310,7 @@ impl History {
             }
         }
         if !lookup.wild.is_empty() {
-            logs.extend(
-                self.topics
-                    .iter()
-                    .filter(|(t, _)| lookup.wild_matches(t))
-                    .map(|(_, log)| log),
-            );
+            logs.extend(self.wild_logs(&lookup));
             if self.tombstones_upto > after
                 && self
                     .tombstones
@@ -257,11 +349,7 @@ impl History {
     pub fn snapshot(&self, patterns: &[Box<str>], upto: u64) -> Vec<Event> {
         let lookup = Lookup::new(patterns);
         let exact = lookup.exact.iter().filter_map(|t| self.topics.get(*t));
-        let wild = self
-            .topics
-            .iter()
-            .filter(|(t, _)| !lookup.wild.is_empty() && lookup.wild_matches(t))
-            .map(|(_, log)| log);
+        let wild = self.wild_logs(&lookup);
         let mut out: Vec<Event> = exact
             .chain(wild)
             .filter_map(|log| log.events.iter().rev().find(|e| e.id <= upto).cloned())
@@ -360,6 +448,38 @@ mod tests {
             ids(&h.replay(&pats(&["b"]), 2, 9).unwrap()),
             Vec::<u64>::new()
         );
+    }
+
+    #[test]
+    fn the_topic_trie_agrees_with_matching_every_topic() {
+        let topics = [
+            "q.a", "q.b", "q.a.x", "q.a.y", "q.b.x", "r.a.x", "q", "q.a.x.z",
+        ];
+        let mut h = History::new(&cfg(10, 1 << 20, 0));
+        let evs: Vec<Event> = topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ev(i as u64 + 1, t, 0))
+            .collect();
+        h.append(&evs, 0);
+        let patterns = [
+            "q.*", "q.>", "*.a.x", "*.*.x", ">", "*", "q.*.x", "q.a.>", "x.>", "q.*.*.z",
+        ];
+        for p in patterns {
+            let mut want: Vec<u64> = evs
+                .iter()
+                .filter(|e| matches(p, &e.topic))
+                .map(|e| e.id)
+                .collect();
+            want.sort_unstable();
+            let got = ids(&h.replay(&pats(&[p]), 0, 99).unwrap());
+            assert_eq!(got, want, "{p}");
+        }
+        // Emptied topics leave the trie, and nothing else goes with them.
+        let mut h = History::new(&cfg(10, 1 << 20, 1));
+        h.append(&[ev(1, "q.a.x", 0), ev(2, "q.a", 2_000_000)], 2_000_000);
+        assert_eq!(ids(&h.snapshot(&pats(&["q.>"]), 9)), vec![2]);
+        assert!(h.trie.children["q"].children["a"].children.is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use slab::Slab;
 
 use crate::ops::metrics::WorkerMetrics;
+use crate::sequencer::ring::RingProbe;
 
 mod batch;
 mod catch_up;
@@ -71,6 +72,13 @@ pub(crate) struct Worker {
     /// Woken by every write progress while the fan-out is held back, so it
     /// re-judges the backlog at once rather than at the next tick.
     pub(crate) room: LocalNotify,
+    /// This worker's ring, as seen from its other tasks.
+    ring: RingProbe,
+    /// Wakes the ring drain from this thread. The sequencer's doorbell is a
+    /// cross-thread wake, which monoio delivers only when the worker parks;
+    /// a worker kept busy by a storm of connects or closes never parks, so
+    /// those paths check the ring themselves ([`Worker::kick_drain`]).
+    pub(crate) inbox: LocalNotify,
     /// Set by the Drain message; never cleared.
     pub(crate) draining: Cell<bool>,
     /// Wakes the accept loop and `finished` on drain and on last close.
@@ -82,7 +90,7 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// A worker with nothing open yet.
-    pub(crate) fn new(idx: usize, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(idx: usize, shared: Arc<Shared>, ring: RingProbe) -> Self {
         let cfg = &shared.cfg;
         Worker {
             idx,
@@ -94,6 +102,8 @@ impl Worker {
             history: RefCell::new(History::new(&cfg.history)),
             backlog: RefCell::new(Vec::new()),
             room: LocalNotify::default(),
+            ring,
+            inbox: LocalNotify::default(),
             pending: Rc::new(Cell::new(0)),
             pending_budget: cfg.sse.max_queued_bytes / cfg.workers().max(1),
             draining: Cell::new(false),
@@ -101,6 +111,14 @@ impl Worker {
             timers: Timers::new(cfg),
             next_gen: Cell::new(0),
             shared,
+        }
+    }
+
+    /// Wakes the ring drain if messages wait for it (acknowledgements,
+    /// events): called on the paths a connection storm keeps busy.
+    pub(crate) fn kick_drain(&self) {
+        if self.ring.has_messages() {
+            self.inbox.notify();
         }
     }
 
@@ -184,6 +202,7 @@ impl Worker {
         cfg.server.workers = Some(1);
         let (seq_tx, _) = crossbeam_channel::bounded(1);
         let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        Worker::new(0, Arc::new(Shared::new(cfg, seq_tx, issued)))
+        let (_, rx) = crate::sequencer::ring::ring(1);
+        Worker::new(0, Arc::new(Shared::new(cfg, seq_tx, issued)), rx.probe())
     }
 }

@@ -42,5 +42,6 @@ impl Drop for Registration {
             self.w.shared.release_ip(ip);
         }
         tracing::debug!(conn = self.conn.id, "closed");
+        self.w.kick_drain();
     }
 }
