@@ -102,9 +102,9 @@ pub struct Sse {
     pub slow_policy: SlowPolicy,
     /// A subscriber accepting no bytes this long is closed.
     pub write_stall_ms: u64,
-    /// How long a subscriber past `max_pending_bytes` may take to get back
-    /// under it, while its worker holds the fan-out back for it, before it
-    /// counts as slow.
+    /// How long a subscriber past `max_pending_bytes` may go without its
+    /// socket taking half that bound, while its worker holds the fan-out
+    /// back for it, before it counts as slow.
     pub slow_grace_ms: u64,
     /// Unsent bytes over all subscribers together (each worker gets an
     /// equal share); past it the largest queues are treated as slow first.
@@ -119,7 +119,7 @@ impl Default for Sse {
             max_pending_bytes: 1 << 20,
             slow_policy: SlowPolicy::Disconnect,
             write_stall_ms: 30_000,
-            slow_grace_ms: 100,
+            slow_grace_ms: 500,
             max_queued_bytes: 1 << 30,
         }
     }

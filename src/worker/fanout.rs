@@ -13,7 +13,7 @@
 //! its bound within a millisecond or two and the fan-out resumes; one still
 //! over it after `sse.slow_grace_ms` without having taken even half its
 //! bound in that time has a socket that stopped taking bytes (or takes them
-//! far slower than the feed: under 5 MB/s with the defaults), and only that
+//! far slower than the feed: under 1 MB/s with the defaults), and only that
 //! one is slow: closed, or under `conflate` conflated (and
 //! from then on conflated at once, holding nobody back, until it has caught
 //! up). Likewise for the worker's share of `sse.max_queued_bytes`. While
