@@ -2,9 +2,11 @@
 //! locks. [`Oneshot`] carries one value to one waiting task (a publish
 //! acknowledgement, a connection's close reason); [`LocalNotify`] wakes a
 //! group of tasks (drain started, the timer wheel filled); [`yield_now`]
-//! lets other tasks run between slices of work.
+//! lets other tasks run between slices of work; [`LocalSemaphore`] lets a
+//! bounded number of tasks through at a time, first come first served.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::task::{Poll, Waker};
 
@@ -129,6 +131,64 @@ impl LocalNotify {
     }
 }
 
+/// A counting semaphore for one thread's tasks. Waiters are woken one at a
+/// time, in arrival order, as permits come back: a storm of thousands of
+/// tasks passes through in small groups instead of all in one scheduler
+/// round, so the worker's other tasks (its ring drain above all) run in
+/// between.
+#[derive(Debug)]
+pub(crate) struct LocalSemaphore {
+    permits: Cell<usize>,
+    waiters: RefCell<VecDeque<Waker>>,
+}
+
+/// A permit of a [`LocalSemaphore`]; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Permit<'a>(&'a LocalSemaphore);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.permits.set(self.0.permits.get() + 1);
+        self.0.wake_next();
+    }
+}
+
+impl LocalSemaphore {
+    /// A semaphore with `permits` permits.
+    pub(crate) fn new(permits: usize) -> Self {
+        LocalSemaphore {
+            permits: Cell::new(permits),
+            waiters: RefCell::new(VecDeque::new()),
+        }
+    }
+
+    fn wake_next(&self) {
+        if let Some(w) = self.waiters.borrow_mut().pop_front() {
+            w.wake();
+        }
+    }
+
+    /// Waits for a permit.
+    pub(crate) async fn acquire(&self) -> Permit<'_> {
+        poll_fn(|cx| {
+            let n = self.permits.get();
+            if n > 0 {
+                self.permits.set(n - 1);
+                if n > 1 {
+                    // More permits are free: let the next waiter try too
+                    // (covers a woken waiter that went away).
+                    self.wake_next();
+                }
+                Poll::Ready(Permit(self))
+            } else {
+                self.waiters.borrow_mut().push_back(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
 /// Yields once to the scheduler, letting other tasks (the connections'
 /// writes) run between batches of ring messages.
 pub(crate) async fn yield_now() {
@@ -201,6 +261,43 @@ mod tests {
         assert!(n.waiters.borrow().is_empty());
         let mut f = std::pin::pin!(n.until(|| true));
         assert!(f.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn the_semaphore_lets_waiters_through_one_permit_at_a_time_in_order() {
+        let sem = LocalSemaphore::new(2);
+        let (count, waker) = counting();
+        let mut cx = Context::from_waker(&waker);
+        let mut a = std::pin::pin!(sem.acquire());
+        let mut b = std::pin::pin!(sem.acquire());
+        let mut c = std::pin::pin!(sem.acquire());
+        let pa = match a.as_mut().poll(&mut cx) {
+            Poll::Ready(p) => p,
+            Poll::Pending => panic!("a permit was free"),
+        };
+        let pb = match b.as_mut().poll(&mut cx) {
+            Poll::Ready(p) => p,
+            Poll::Pending => panic!("a permit was free"),
+        };
+        assert!(
+            c.as_mut().poll(&mut cx).is_pending(),
+            "both permits are taken"
+        );
+        let woken = count.0.load(Ordering::SeqCst);
+        drop(pa);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            woken + 1,
+            "one waiter woken"
+        );
+        let pc = match c.as_mut().poll(&mut cx) {
+            Poll::Ready(p) => p,
+            Poll::Pending => panic!("the freed permit goes to the waiter"),
+        };
+        drop(pb);
+        assert_eq!(sem.permits.get(), 1);
+        drop(pc);
+        assert_eq!(sem.permits.get(), 2, "every permit came back");
     }
 
     #[test]

@@ -29,7 +29,7 @@ mod timers;
 
 use conn::{CloseReason, Conn, Phase};
 use history::History;
-use local::{LocalNotify, Oneshot};
+use local::{LocalNotify, LocalSemaphore, Oneshot};
 use sub_table::SubTable;
 use timers::Timers;
 
@@ -38,6 +38,9 @@ pub(crate) use registration::Registration;
 pub(crate) use shared::Shared;
 pub(crate) use stream::run as run_stream;
 pub use timer_wheel::TimerWheel;
+
+/// Connections that may set up or close at the same time on one worker.
+const STORM_GROUP: usize = 16;
 
 /// A publish request's acknowledgement: the first id and the count.
 pub(crate) type Ack = Oneshot<(u64, u32)>;
@@ -74,6 +77,12 @@ pub(crate) struct Worker {
     pub(crate) room: LocalNotify,
     /// This worker's ring, as seen from its other tasks.
     ring: RingProbe,
+    /// Connections setting up a request (a subscription's catch-up and
+    /// registration, a publish) or closing at the same time: a storm of
+    /// thousands passes through in groups of `STORM_GROUP`, with the ring
+    /// drain running between groups, so acknowledgements and live events
+    /// are not held up for the whole storm.
+    pub(crate) storm_gate: LocalSemaphore,
     /// Wakes the ring drain from this thread. The sequencer's doorbell is a
     /// cross-thread wake, which monoio delivers only when the worker parks;
     /// a worker kept busy by a storm of connects or closes never parks, so
@@ -103,6 +112,7 @@ impl Worker {
             backlog: RefCell::new(Vec::new()),
             room: LocalNotify::default(),
             ring,
+            storm_gate: LocalSemaphore::new(STORM_GROUP),
             inbox: LocalNotify::default(),
             pending: Rc::new(Cell::new(0)),
             pending_budget: cfg.sse.max_queued_bytes / cfg.workers().max(1),

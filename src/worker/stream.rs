@@ -36,8 +36,10 @@ pub(crate) async fn run(reg: Registration, stream: TcpStream) {
 
 async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
     let (rd, mut wr) = stream.into_split();
-    let eof = watch_eof(rd);
-    let mut eof = std::pin::pin!(eof);
+    // Boxed so that it (and the read half in it) can be dropped before the
+    // storm gate's permit below.
+    let mut eof = Box::pin(watch_eof(rd));
+    let mut client_gone = false;
     let mut batch = Batch::new();
     let mut retry_sent = false;
     loop {
@@ -66,6 +68,7 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
             };
             if gone {
                 tracing::debug!(conn = conn.id, "client went away");
+                client_gone = true;
                 break;
             }
             continue;
@@ -101,9 +104,19 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
             }
             _ => {
                 tracing::debug!(conn = conn.id, "write failed; client gone");
+                client_gone = true;
                 break;
             }
         }
     }
-    let _ = wr.shutdown().await;
+    // Closing costs the kernel a good deal (the FIN exchange runs in this
+    // call on loopback): when thousands of clients go at once, they close in
+    // groups, with the ring drain running in between.
+    let permit = w.storm_gate.acquire().await;
+    if !client_gone {
+        let _ = wr.shutdown().await;
+    }
+    drop(eof);
+    drop(wr);
+    drop(permit);
 }
