@@ -72,7 +72,7 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
                         );
                     }
                 }
-                let r = run_worker(driver, idx, shared, listener, rx, ready.clone());
+                let r = driver.block_on(idx, worker_main(idx, shared, listener, rx, ready.clone()));
                 if let Err(e) = r {
                     let _ = ready.send(Err(e));
                 }
@@ -100,17 +100,6 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
         done: done_rx,
         driver: driver.name(),
     })
-}
-
-fn run_worker(
-    driver: Driver,
-    idx: usize,
-    shared: Arc<Shared>,
-    listener: std::net::TcpListener,
-    rx: RingRx,
-    ready: Sender<Result<(), String>>,
-) -> Result<(), String> {
-    driver.block_on(idx, worker_main(idx, shared, listener, rx, ready))
 }
 
 async fn worker_main(
