@@ -18,7 +18,9 @@ try {
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   await page.goto(`http://127.0.0.1:${proxy.port}/`);
-  await page.waitForFunction(() => document.body.dataset.state === "open", null, { timeout: 10000 });
+  // The first wait also covers Chromium's cold start on a busy CI machine
+  // (one CI run took over 10 s to reach it).
+  await page.waitForFunction(() => document.body.dataset.state === "open", null, { timeout: 30000 });
   check(true, "EventSource connected (state open)");
   await page.waitForFunction(() => document.querySelectorAll("#rows tr").length >= 10, null, { timeout: 10000 });
   check(true, "quote board filled from the snapshot and live quotes");
