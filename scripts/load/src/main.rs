@@ -845,15 +845,8 @@ async fn publisher(
                 if finished.get() && got >= sent_all.get() {
                     return;
                 }
-                if buf.capacity() - buf.len() < 4096 {
-                    buf.reserve(64 * 1024);
-                }
-                let len = buf.len();
-                let cap = buf.capacity();
-                let (res, slice) = rd
-                    .read(monoio::buf::IoBufMut::slice_mut(buf, len..cap))
-                    .await;
-                buf = slice.into_inner();
+                let (res, b) = read_appending(&mut rd, buf).await;
+                buf = b;
                 if !matches!(res, Ok(n) if n > 0) {
                     acked.notify();
                     return;
@@ -940,15 +933,8 @@ async fn scrape_metrics(addr: SocketAddr) -> Option<String> {
                     return Some(String::from_utf8_lossy(&buf[he..he + len]).into_owned());
                 }
             }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(64 * 1024);
-            }
-            let len = buf.len();
-            let cap = buf.capacity();
-            let (res, slice) = stream
-                .read(monoio::buf::IoBufMut::slice_mut(buf, len..cap))
-                .await;
-            buf = slice.into_inner();
+            let (res, b) = read_appending(&mut stream, buf).await;
+            buf = b;
             if !matches!(res, Ok(n) if n > 0) {
                 let he = find_head_end(&buf)?;
                 return Some(String::from_utf8_lossy(&buf[he..]).into_owned());
@@ -1751,6 +1737,23 @@ fn storm_figures(
             util(st.drop_cpu.1, st.end_cpu.1, st.drop, st.end).into(),
         ),
     ]
+}
+
+/// Reads once from `r`, appending to `buf` (growing it by 64 KiB when less
+/// than 4 KiB is free); returns the read's result and the buffer.
+async fn read_appending<R: AsyncReadRent>(
+    r: &mut R,
+    mut buf: Vec<u8>,
+) -> (std::io::Result<usize>, Vec<u8>) {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(64 * 1024);
+    }
+    let len = buf.len();
+    let cap = buf.capacity();
+    let (res, slice) = r
+        .read(monoio::buf::IoBufMut::slice_mut(buf, len..cap))
+        .await;
+    (res, slice.into_inner())
 }
 
 #[cfg(test)]
