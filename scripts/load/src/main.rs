@@ -128,6 +128,11 @@ struct Args {
     /// has caught up, and at least this long after the reconnect.
     #[arg(long, default_value_t = 3.0)]
     storm_s: f64,
+    /// Resume storm: also write every acknowledgement and stayer latency
+    /// sample to this file, one per line (`a|l <µs since start> <µs>`),
+    /// after a first line `drop <µs> end <µs>`, to plot the storm over time.
+    #[arg(long)]
+    samples_out: Option<std::path::PathBuf>,
     /// Scrape the server's /metrics before and after (ringcast only) and
     /// report the slow / stall disconnects and resyncs in between.
     #[arg(long)]
@@ -1666,6 +1671,16 @@ fn storm_figures(
     let acks = stats.ack_samples.borrow();
     let live = stats.stayer_samples.borrow();
     let (ack_calm, ack_calm_n) = window_ms(&acks, calm, drop_, 0.99);
+    if let Some(path) = &args.samples_out {
+        let mut out = format!("drop {drop_} end {end}\n");
+        for (t, v) in acks.iter() {
+            out.push_str(&format!("a {t} {v}\n"));
+        }
+        for (t, v) in live.iter() {
+            out.push_str(&format!("l {t} {v}\n"));
+        }
+        let _ = std::fs::write(path, out);
+    }
     let (ack_storm, ack_storm_n) = window_ms(&acks, drop_, end, 0.99);
     let (live_calm, live_calm_n) = window_ms(&live, calm, drop_, 0.99);
     let (live_storm, live_storm_n) = window_ms(&live, drop_, end, 0.99);
