@@ -53,6 +53,29 @@ pub fn set_int_sockopt(
     }
 }
 
+/// Makes the socket's close send a reset at once (`SO_LINGER` 0) instead of
+/// the FIN/ACK exchange: for a client that has already gone.
+#[allow(unsafe_code)]
+pub(crate) fn reset_on_close(stream: &impl std::os::fd::AsRawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `stream` is borrowed, so its descriptor stays open for the
+    // whole call; the option value is a valid `linger` on the stack and its
+    // exact size is passed, which is what SO_LINGER reads. A failure only
+    // leaves the default (graceful) close, so its result is not needed.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The soft and hard open-files limits as the kernel reports them.

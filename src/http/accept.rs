@@ -78,6 +78,9 @@ pub(crate) fn bind(
 /// Accepts until the worker drains, spawning one task per connection.
 pub(crate) async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
     loop {
+        // On a worker carrying live traffic, connections are accepted at
+        // the storm gate's pace (the rest wait in the listen backlog).
+        w.storm_gate.token().await;
         let accepted = monoio::select! {
             r = listener.accept() => Some(r),
             _ = w.lifecycle.until(|| w.draining.get()) => None,

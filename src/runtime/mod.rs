@@ -114,6 +114,7 @@ async fn worker_main(
     let w = Rc::new(Worker::new(idx, shared, rx.probe()));
     monoio::spawn(crate::worker::drain_ring(w.clone(), rx));
     monoio::spawn(w.clone().timer_loop());
+    monoio::spawn(w.clone().pace_storms());
     monoio::spawn(crate::http::accept::accept_loop(w.clone(), listener));
     let _ = ready.send(Ok(()));
     w.finished().await;

@@ -343,6 +343,7 @@ pub(crate) async fn drain_ring(w: Rc<Worker>, rx: RingRx) {
                 match rx.try_pop() {
                     Some(msg) => {
                         msgs += 1;
+                        w.storm_gate.note_live();
                         cursor = w.handle(msg);
                         continue;
                     }

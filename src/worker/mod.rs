@@ -22,6 +22,7 @@ pub mod history;
 mod local;
 mod registration;
 mod shared;
+mod storm_gate;
 mod stream;
 pub mod sub_table;
 mod timer_wheel;
@@ -29,7 +30,8 @@ mod timers;
 
 use conn::{CloseReason, Conn, Phase};
 use history::History;
-use local::{LocalNotify, LocalSemaphore, Oneshot};
+use local::{LocalNotify, Oneshot};
+use storm_gate::StormGate;
 use sub_table::SubTable;
 use timers::Timers;
 
@@ -79,10 +81,11 @@ pub(crate) struct Worker {
     ring: RingProbe,
     /// Connections setting up a request (a subscription's catch-up and
     /// registration, a publish) or closing at the same time: a storm of
-    /// thousands passes through in groups of `STORM_GROUP`, with the ring
+    /// thousands passes through in groups of `STORM_GROUP`, paced by the
+    /// worker's spare time ([`StormGate`]), with the ring
     /// drain running between groups, so acknowledgements and live events
     /// are not held up for the whole storm.
-    pub(crate) storm_gate: LocalSemaphore,
+    pub(crate) storm_gate: StormGate,
     /// Wakes the ring drain from this thread. The sequencer's doorbell is a
     /// cross-thread wake, which monoio delivers only when the worker parks;
     /// a worker kept busy by a storm of connects or closes never parks, so
@@ -112,7 +115,7 @@ impl Worker {
             backlog: RefCell::new(Vec::new()),
             room: LocalNotify::default(),
             ring,
-            storm_gate: LocalSemaphore::new(STORM_GROUP),
+            storm_gate: StormGate::new(STORM_GROUP),
             inbox: LocalNotify::default(),
             pending: Rc::new(Cell::new(0)),
             pending_budget: cfg.sse.max_queued_bytes / cfg.workers().max(1),
@@ -122,6 +125,11 @@ impl Worker {
             next_gen: Cell::new(0),
             shared,
         }
+    }
+
+    /// Paces the storm gate; runs for the worker's lifetime.
+    pub(crate) async fn pace_storms(self: Rc<Self>) {
+        self.storm_gate.pace().await
     }
 
     /// Wakes the ring drain if messages wait for it (acknowledgements,
