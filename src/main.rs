@@ -22,8 +22,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Server-Sent Events fan-out engine. Configuration precedence: defaults <
 /// TOML file < RINGCAST_<SECTION>_<KEY> environment < flags.
 #[derive(Parser, Debug)]
-#[command(name = "ringcast", version, about)]
+#[command(name = "ringcast", about, disable_version_flag = true)]
 struct Cli {
+    /// Print the version, the git commit and whether io_uring is usable
+    /// here, then exit.
+    #[arg(short = 'V', long)]
+    version: bool,
+    /// Validate the whole configuration (file, environment, flags) and exit
+    /// 0 when it is valid, 2 when it is not; binds nothing.
+    #[arg(long)]
+    check_config: bool,
     /// TOML configuration file (see tuning/ringcast.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
@@ -63,6 +71,15 @@ fn run(cli: Cli) -> Result<(), StartError> {
         log_format: cli.log_format,
     };
     let cfg = Config::load(&overrides, std::env::vars())?;
+    if cli.check_config {
+        println!(
+            "ringcast: configuration ok (listen {}, {} workers, io_driver {:?})",
+            cfg.server.listen,
+            cfg.workers(),
+            cfg.server.io_driver
+        );
+        return Ok(());
+    }
     init_logs(&cfg);
     match ringcast::sys::raise_nofile_limit() {
         Ok(n) if (n as usize) < cfg.limits.max_connections.saturating_add(64) => tracing::warn!(
@@ -93,8 +110,26 @@ fn run(cli: Cli) -> Result<(), StartError> {
     Ok(())
 }
 
+/// `ringcast --version`: what an operator needs to file a report.
+fn version() -> String {
+    let uring = if monoio::utils::detect_uring() {
+        "usable"
+    } else {
+        "not usable (the legacy epoll driver would run)"
+    };
+    format!(
+        "ringcast {} (commit {})\nio_uring: {uring} on this kernel",
+        env!("CARGO_PKG_VERSION"),
+        env!("BUILD_GIT_COMMIT")
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.version {
+        println!("{}", version());
+        return ExitCode::SUCCESS;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -66,6 +66,8 @@ fn help_lists_every_flag() {
         "--workers",
         "--demo",
         "--log-format",
+        "--check-config",
+        "--version",
     ] {
         assert!(out.contains(flag), "{flag} missing from --help:\n{out}");
     }
@@ -229,4 +231,146 @@ fn warns_when_the_fd_limit_is_below_max_connections() {
     );
     let log = s.stderr.lock().unwrap().clone();
     assert!(!log.contains("open-files limit is below"), "{log}");
+}
+
+#[test]
+fn version_names_the_commit_and_io_uring() {
+    let (status, out) = run_binary(&["--version"], &[]);
+    assert!(status.success(), "{out}");
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("ringcast {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    let commit = first
+        .rsplit("commit ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')');
+    assert!(
+        commit == "unknown" || commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "{out}"
+    );
+    assert!(
+        out.contains("io_uring: usable") || out.contains("io_uring: not usable"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_config_validates_without_binding() {
+    // The port is taken: a server would exit 1, a check must not care.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let good = write_temp(
+        "check-good.toml",
+        &format!("[server]\nlisten = \"{addr}\"\n"),
+    );
+    let (status, out) = run_binary(&["--check-config", "--config", good.to_str().unwrap()], &[]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("configuration ok"), "{out}");
+    // The environment and the flags are part of what is checked.
+    let (status, out) = run_binary(
+        &["--check-config", "--config", good.to_str().unwrap()],
+        &[("RINGCAST_SSE_HEARTBEAT_MS", "often")],
+    );
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("sse.heartbeat_ms"), "{out}");
+    let (status, out) = run_binary(&["--check-config", "--workers", "0"], &[]);
+    assert_eq!(status.code(), Some(2), "{out}");
+    let bad = write_temp("check-bad.toml", "[sse]\nheartbeat_msec = 5\n");
+    let (status, out) = run_binary(&["--check-config", "--config", bad.to_str().unwrap()], &[]);
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("heartbeat_msec"), "{out}");
+    drop(taken);
+}
+
+/// Reads datagrams from the notify socket until `want` arrives.
+fn expect_notify(
+    sock: &std::os::unix::net::UnixDatagram,
+    want: &str,
+    seen: &mut Vec<String>,
+) -> String {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut buf = [0u8; 512];
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {want} among {seen:?}"
+        );
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.push(msg.clone());
+            if msg.starts_with(want) {
+                return msg;
+            }
+        }
+    }
+}
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    let path = write_temp("notify.sock", "");
+    std::fs::remove_file(&path).unwrap();
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let notify = path.to_str().unwrap();
+    let mut s = Server::start_with(
+        "",
+        &["--workers", "2"],
+        // A 300 ms watchdog: pings every 150 ms.
+        &[("NOTIFY_SOCKET", notify), ("WATCHDOG_USEC", "300000")],
+    );
+    let mut seen = Vec::new();
+    expect_notify(&sock, "READY=1", &mut seen);
+    publish(s.addr(), "sd.a", None, "x");
+    let status = expect_notify(&sock, "STATUS=", &mut seen);
+    assert!(
+        status.contains("connections") && status.contains("events/s"),
+        "{status}"
+    );
+    // Fed repeatedly while the workers run, at about half the period.
+    let t0 = std::time::Instant::now();
+    for _ in 0..3 {
+        expect_notify(&sock, "WATCHDOG=1", &mut seen);
+    }
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2), "{seen:?}");
+    s.kill_term();
+    expect_notify(&sock, "STOPPING=1", &mut seen);
+    assert!(s.wait_exit(TIMEOUT).is_some_and(|st| st.success()));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_watchdog_meant_for_another_process_is_not_fed() {
+    let path = write_temp("notify-other.sock", "");
+    std::fs::remove_file(&path).unwrap();
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let s = Server::start_with(
+        "",
+        &["--workers", "1"],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "100000"),
+            ("WATCHDOG_PID", "1"),
+        ],
+    );
+    let mut seen = Vec::new();
+    expect_notify(&sock, "READY=1", &mut seen);
+    // Nothing can be awaited here: listen for six watchdog periods, in which
+    // pings meant for us would have come at least ten times.
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(600);
+    let mut buf = [0u8; 512];
+    while std::time::Instant::now() < until {
+        if let Ok(n) = sock.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    s.kill_term();
+    expect_notify(&sock, "STOPPING=1", &mut seen);
+    assert!(!seen.iter().any(|m| m.starts_with("WATCHDOG")), "{seen:?}");
+    let _ = std::fs::remove_file(&path);
 }

@@ -44,6 +44,9 @@ pub struct WorkerMetrics {
     pub fanout_paused: AtomicU64,
     /// Bytes of event frames in this worker's history.
     pub history_bytes: AtomicU64,
+    /// Bumped by the worker's keep-alive task while its loop runs (the
+    /// systemd watchdog is fed only while every worker's counter moves).
+    pub alive: AtomicU64,
     /// Responses by status, indexed like [`CODES`].
     pub responses: [AtomicU64; CODES.len()],
     /// Delivery latency histogram buckets (non-cumulative), then +Inf.

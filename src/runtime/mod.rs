@@ -17,6 +17,7 @@ use crate::worker::{Shared, Worker};
 
 mod driver;
 mod server;
+mod supervisor;
 
 use driver::Driver;
 pub use server::Server;
@@ -35,6 +36,13 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
         rxs.push(rx);
     }
     let driver = Driver::choose(cfg.server.io_driver)?;
+    let env = |k: &str| std::env::var(k).ok();
+    let supervision = supervisor::Supervision::from_env(
+        env("NOTIFY_SOCKET").as_deref(),
+        env("WATCHDOG_USEC").as_deref(),
+        env("WATCHDOG_PID").as_deref(),
+        std::process::id(),
+    );
     let pin = cfg.server.pin_cores;
     let issued = Arc::new(AtomicU64::new(0));
     let shared = Arc::new(Shared::new(cfg, seq_tx, issued.clone()));
@@ -72,7 +80,11 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
                         );
                     }
                 }
-                let r = driver.block_on(idx, worker_main(idx, shared, listener, rx, ready.clone()));
+                let tick = supervision.map(|s| s.tick());
+                let r = driver.block_on(
+                    idx,
+                    worker_main(idx, shared, listener, rx, ready.clone(), tick),
+                );
                 if let Err(e) = r {
                     let _ = ready.send(Err(e));
                 }
@@ -87,6 +99,11 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
             Ok(Err(e)) => return Err(StartError::Fatal(e)),
             Err(_) => return Err(StartError::Fatal("a worker exited during start-up".into())),
         }
+    }
+    if let Some(sup) = supervision {
+        supervisor::start(shared.clone(), sup).map_err(|e| {
+            StartError::Fatal(format!("cannot start the systemd supervision thread: {e}"))
+        })?;
     }
     if shared.cfg.demo.enabled {
         crate::demo::start(shared.clone())
@@ -108,6 +125,7 @@ async fn worker_main(
     listener: std::net::TcpListener,
     rx: RingRx,
     ready: Sender<Result<(), String>>,
+    alive_tick: Option<std::time::Duration>,
 ) -> Result<(), String> {
     let listener = monoio::net::TcpListener::from_std(listener)
         .map_err(|e| format!("worker {idx}: cannot register listener: {e}"))?;
@@ -115,6 +133,9 @@ async fn worker_main(
     monoio::spawn(crate::worker::drain_ring(w.clone(), rx));
     monoio::spawn(w.clone().timer_loop());
     monoio::spawn(w.clone().pace_storms());
+    if let Some(tick) = alive_tick {
+        monoio::spawn(w.clone().keep_alive(tick));
+    }
     monoio::spawn(crate::http::accept::accept_loop(w.clone(), listener));
     let _ = ready.send(Ok(()));
     w.finished().await;

@@ -127,6 +127,15 @@ impl Worker {
         }
     }
 
+    /// Bumps this worker's alive counter every `tick` while its loop runs
+    /// (under systemd only: the watchdog reads it).
+    pub(crate) async fn keep_alive(self: Rc<Self>, tick: std::time::Duration) {
+        while !self.draining.get() {
+            self.metrics.alive.fetch_add(1, Relaxed);
+            monoio::time::sleep(tick).await;
+        }
+    }
+
     /// Paces the storm gate; runs for the worker's lifetime.
     pub(crate) async fn pace_storms(self: Rc<Self>) {
         self.storm_gate.pace().await
