@@ -374,3 +374,65 @@ fn a_watchdog_meant_for_another_process_is_not_fed() {
     assert!(!seen.iter().any(|m| m.starts_with("WATCHDOG")), "{seen:?}");
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn answers_and_log_lines_carry_the_request_id() {
+    let s = Server::start_with(
+        "",
+        &["--workers", "1", "--log-format", "json"],
+        &[("RINGCAST_LOG_LEVEL", "debug")],
+    );
+    let publish = |rid: &str| {
+        let raw = format!(
+            "POST /publish?topic=rid.a HTTP/1.1\r\nHost: x\r\nX-Request-ID: {rid}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+        );
+        request(s.addr(), raw.as_bytes())
+    };
+    // A proxy's sane id is echoed.
+    let r = publish("7f3a9c2e4b5d6a7f8e9d0c1b2a3f4e5d");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-request-id"),
+        Some("7f3a9c2e4b5d6a7f8e9d0c1b2a3f4e5d")
+    );
+    // An insane one is replaced by the connection's own id.
+    let r = publish("<b>evil</b>");
+    let own = r.header("x-request-id").expect("an id").to_string();
+    assert!(own.parse::<u64>().is_ok(), "{own}");
+    // Without one: the connection id, on errors too.
+    let r = get(s.addr(), "/events?topic=bad..topic");
+    assert_eq!(r.status, 400);
+    assert!(r
+        .header("x-request-id")
+        .is_some_and(|v| v.parse::<u64>().is_ok()));
+    // The event stream's head, and every log line about that connection.
+    let sub = Sse::open_with(s.addr(), "topic=rid.b", &[("X-Request-ID", "trace-42")]);
+    assert_eq!(sub.header("x-request-id"), Some("trace-42"));
+    drop(sub);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let log = s.stderr.lock().unwrap().clone();
+        let tagged: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["fields"]["request_id"] == "trace-42")
+            .collect();
+        let msgs: Vec<&str> = tagged
+            .iter()
+            .filter_map(|v| v["fields"]["message"].as_str())
+            .collect();
+        if msgs.contains(&"subscribed") && msgs.contains(&"closed") {
+            let conn = &tagged[0]["fields"]["conn"];
+            assert!(
+                tagged.iter().all(|v| &v["fields"]["conn"] == conn),
+                "{tagged:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tagged subscribe/close lines in\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

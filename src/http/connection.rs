@@ -87,7 +87,13 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
             }
         };
         conn.set_phase(Phase::Busy);
-        let cors = response::cors_headers(&cfg.cors, head.origin());
+        conn.set_request_id(head.request_id());
+        // Every answer names its request: the proxy's id, or this
+        // connection's (the `conn` field of its log lines).
+        let mut cors = response::cors_headers(&cfg.cors, head.origin());
+        cors.push_str("X-Request-ID: ");
+        cors.push_str(&conn.request_id());
+        cors.push_str("\r\n");
         if over_ip_limit && !is_ops_path(head.path()) {
             return fail(
                 &w,
@@ -209,6 +215,7 @@ async fn read_body(
 async fn fail(w: &Worker, stream: &mut TcpStream, conn: &Conn, e: HttpError, cors: &str) {
     tracing::debug!(
         conn = conn.id,
+        request_id = %conn.request_id(),
         status = e.status(),
         error = e.code(),
         "request failed"

@@ -46,7 +46,7 @@ pub(super) async fn subscribe(
     if let Some(why) = refusal {
         w.shared.global.shed.fetch_add(1, Relaxed);
         w.metrics.response(200);
-        tracing::debug!(conn = conn.id, why, "subscription turned away");
+        tracing::debug!(conn = conn.id, request_id = %conn.request_id(), why, "subscription turned away");
         let _ = stream.write_all(shed_bytes(w, cors, why)).await;
         return None;
     }
@@ -74,7 +74,7 @@ pub(super) async fn subscribe(
     // the patterns, copied above.
     drop(head);
     if let Some(reason) = catch_up.resync {
-        tracing::debug!(conn = conn.id, reason, "resync");
+        tracing::debug!(conn = conn.id, request_id = %conn.request_id(), reason, "resync");
         w.metrics.resyncs.fetch_add(1, Relaxed);
         conn.push_raw(frame::resync(reason));
     }
@@ -96,7 +96,7 @@ pub(super) async fn subscribe(
     conn.set_phase(Phase::Stream);
     w.metrics.subscribers_active.fetch_add(1, Relaxed);
     w.timers.arm_heartbeat(conn);
-    tracing::debug!(conn = conn.id, topics = conn.pattern_count(), "subscribed");
+    tracing::debug!(conn = conn.id, request_id = %conn.request_id(), topics = conn.pattern_count(), "subscribed");
     Some(stream)
 }
 

@@ -69,6 +69,15 @@ pub(crate) struct Head {
     origin: Option<Range<usize>>,
     /// `Access-Control-Request-Headers`, for preflight answers.
     acr_headers: Option<Range<usize>>,
+    /// `X-Request-ID` (set by a proxy such as nginx), trimmed.
+    request_id: Option<Range<usize>>,
+}
+
+/// See [`Head::request_id`].
+pub(crate) fn is_sane_request_id(v: &str) -> bool {
+    (1..=128).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'))
 }
 
 impl Head {
@@ -95,6 +104,16 @@ impl Head {
     /// The `Origin` header, if any.
     pub(crate) fn origin(&self) -> Option<&str> {
         self.origin.as_ref().map(|r| self.text(r))
+    }
+
+    /// `X-Request-ID`, if any and sane: 1 to 128 characters of letters,
+    /// digits and `-._:` (nginx's `$request_id` is 32 hex digits). Anything
+    /// else is ignored rather than echoed into responses and logs.
+    pub(crate) fn request_id(&self) -> Option<&str> {
+        self.request_id
+            .as_ref()
+            .map(|r| self.text(r))
+            .filter(|v| is_sane_request_id(v))
     }
 
     /// `Access-Control-Request-Headers`, if any.
@@ -172,6 +191,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
         last_event_id: None,
         origin: None,
         acr_headers: None,
+        request_id: None,
     };
     let mut content_length: Option<usize> = None;
     for h in req.headers.iter() {
@@ -219,6 +239,8 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
             head.origin = Some(span(base, value.as_bytes()));
         } else if name.eq_ignore_ascii_case("access-control-request-headers") {
             head.acr_headers = Some(span(base, value.as_bytes()));
+        } else if name.eq_ignore_ascii_case("x-request-id") {
+            head.request_id = Some(span(base, value.as_bytes()));
         }
     }
     if head.body == BodyKind::Chunked {
@@ -320,7 +342,10 @@ mod tests {
                 prop_assert_eq!(&rest[..], &input[len..]);
                 let ranges = [Some(&h.path), Some(&h.query)]
                     .into_iter()
-                    .chain([&h.last_event_id, &h.origin, &h.acr_headers].map(Option::as_ref))
+                    .chain(
+                        [&h.last_event_id, &h.origin, &h.acr_headers, &h.request_id]
+                            .map(Option::as_ref),
+                    )
                     .flatten();
                 for r in ranges {
                     prop_assert!(r.start <= r.end && r.end <= len, "{r:?} past {len}");
@@ -435,5 +460,27 @@ mod tests {
             let short = &w.bytes[..cut.index(w.bytes.len())];
             prop_assert!(check_parse(short)?.is_none());
         }
+    }
+
+    #[test]
+    fn request_ids_are_echoed_only_when_sane() {
+        for (v, ok) in [
+            ("0f3a9c2e4b5d6a7f8e9d0c1b2a3f4e5d", true),
+            ("req-1.2_3:4", true),
+            ("", false),
+            ("has space", false),
+            ("quote\"", false),
+            ("<script>", false),
+            (&"x".repeat(128), true),
+            (&"x".repeat(129), false),
+        ] {
+            assert_eq!(is_sane_request_id(v), ok, "{v:?}");
+        }
+        let mut buf =
+            BytesMut::from(&b"GET /events HTTP/1.1\r\nX-Request-ID:  abc-123 \r\n\r\n"[..]);
+        let h = parse_head(&mut buf).unwrap().unwrap();
+        assert_eq!(h.request_id(), Some("abc-123"));
+        let mut buf = BytesMut::from(&b"GET /events HTTP/1.1\r\nX-Request-ID: a b\r\n\r\n"[..]);
+        assert_eq!(parse_head(&mut buf).unwrap().unwrap().request_id(), None);
     }
 }

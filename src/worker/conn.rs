@@ -115,6 +115,9 @@ pub struct Conn {
     pub(crate) gen: u32,
     /// What the connection is doing; shutdown treats each phase differently.
     phase: Cell<Phase>,
+    /// The proxy's `X-Request-ID` for the current request, when it sent a
+    /// sane one; else the id is `id` (see [`Conn::request_id`]).
+    proxy_request_id: Cell<Option<Box<str>>>,
     /// Frames waiting for the next vectored write.
     queue: RefCell<VecDeque<Queued>>,
     /// Unsent bytes: the queue plus what a write in flight has not sent yet.
@@ -167,6 +170,24 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Adopts the proxy's request id for the current request (or drops the
+    /// previous one).
+    pub(crate) fn set_request_id(&self, from_proxy: Option<&str>) {
+        self.proxy_request_id.set(from_proxy.map(Box::from));
+    }
+
+    /// The id answered as `X-Request-ID` and logged as `request_id`: the
+    /// proxy's, else this connection's own id.
+    pub(crate) fn request_id(&self) -> String {
+        let p = self.proxy_request_id.take();
+        let out = match &p {
+            Some(r) => r.to_string(),
+            None => self.id.to_string(),
+        };
+        self.proxy_request_id.set(p);
+        out
+    }
+
     /// Fresh state for an accepted connection.
     pub fn new(id: u64, key: u32, gen: u32, now: u64, worker_pending: Rc<Cell<usize>>) -> Self {
         Conn {
@@ -174,6 +195,7 @@ impl Conn {
             key,
             gen,
             phase: Cell::new(Phase::Request),
+            proxy_request_id: Cell::new(None),
             queue: RefCell::new(VecDeque::new()),
             pending_bytes: Cell::new(0),
             worker_pending,

@@ -131,6 +131,7 @@ fn judge_slow(conn: &Conn, bound: Bound, metrics: &WorkerMetrics) -> Enqueued {
     metrics.slow_disconnects.fetch_add(1, Relaxed);
     tracing::info!(
         conn = conn.id,
+        request_id = %conn.request_id(),
         pending = conn.pending(),
         "closing slow subscriber: over sse.max_pending_bytes and its socket is not taking the bytes"
     );
@@ -261,6 +262,7 @@ impl Worker {
             self.metrics.slow_disconnects.fetch_add(1, Relaxed);
             tracing::info!(
                 conn = c.id,
+                request_id = %c.request_id(),
                 pending = c.pending(),
                 "closing subscriber: sse.max_queued_bytes reached and its socket is full, largest queues first"
             );

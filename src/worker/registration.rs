@@ -41,7 +41,7 @@ impl Drop for Registration {
         if let Some(ip) = self.ip {
             self.w.shared.release_ip(ip);
         }
-        tracing::debug!(conn = self.conn.id, "closed");
+        tracing::debug!(conn = self.conn.id, request_id = %self.conn.request_id(), "closed");
         self.w.kick_drain();
     }
 }

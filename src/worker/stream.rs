@@ -45,7 +45,7 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
     let mut retry_sent = false;
     loop {
         if let Some(why) = conn.closed() {
-            tracing::debug!(conn = conn.id, reason = why.as_str(), "closing stream");
+            tracing::debug!(conn = conn.id, request_id = %conn.request_id(), reason = why.as_str(), "closing stream");
             break;
         }
         let idle = batch.is_empty() && !conn.has_queued();
@@ -68,7 +68,7 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
                 _ = conn.work() => false,
             };
             if gone {
-                tracing::debug!(conn = conn.id, "client went away");
+                tracing::debug!(conn = conn.id, request_id = %conn.request_id(), "client went away");
                 client_gone = true;
                 break;
             }
@@ -104,7 +104,7 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
                 m.bytes_written.fetch_add(n as u64, Relaxed);
             }
             _ => {
-                tracing::debug!(conn = conn.id, "write failed; client gone");
+                tracing::debug!(conn = conn.id, request_id = %conn.request_id(), "write failed; client gone");
                 client_gone = true;
                 break;
             }

@@ -158,6 +158,7 @@ impl Worker {
                 Expiry::Passed => {
                     tracing::info!(
                         conn = conn.id,
+                        request_id = %conn.request_id(),
                         "closing subscriber: no bytes accepted for sse.write_stall_ms"
                     );
                     self.metrics.stall_disconnects.fetch_add(1, Relaxed);
