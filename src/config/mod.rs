@@ -62,6 +62,9 @@ pub struct Server {
     pub ingest_ring_slots: usize,
     /// Publish requests waiting for the sequencer before 503.
     pub publish_queue_slots: usize,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For`
+    /// names the client for `limits.max_connections_per_ip`.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Server {
@@ -74,6 +77,7 @@ impl Default for Server {
             io_driver: IoDriver::Auto,
             ingest_ring_slots: 65_536,
             publish_queue_slots: 4096,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -334,6 +338,11 @@ impl Config {
         if self.server.publish_queue_slots == 0 {
             return bad("server.publish_queue_slots", "must be greater than 0");
         }
+        if let Err(why) =
+            crate::http::forwarded::TrustedProxies::parse(&self.server.trusted_proxies)
+        {
+            return bad("server.trusted_proxies", &why);
+        }
         for s in &self.demo.symbols {
             if crate::topic::validate_topic(s).is_err() {
                 return bad(
@@ -412,7 +421,7 @@ mod tests {
         )
         .unwrap();
         let schema = load::Schema::of_defaults();
-        assert_eq!(schema.keys().count(), 30, "the schema lists every key");
+        assert_eq!(schema.keys().count(), 31, "the schema lists every key");
         for (section, key) in schema.keys() {
             let body = text
                 .split(&format!("[{section}]\n"))
@@ -436,6 +445,10 @@ mod tests {
                 "http://a.test, http://b.test",
             ),
             ("RINGCAST_SERVER_PIN_CORES", "false"),
+            (
+                "RINGCAST_SERVER_TRUSTED_PROXIES",
+                "127.0.0.1, 10.0.0.0/8, fd00::/8",
+            ),
             ("HOME", "/root"),
         ])
         .unwrap();
@@ -446,6 +459,10 @@ mod tests {
             vec!["http://a.test", "http://b.test"]
         );
         assert!(!c.server.pin_cores);
+        assert_eq!(
+            c.server.trusted_proxies,
+            vec!["127.0.0.1", "10.0.0.0/8", "fd00::/8"]
+        );
     }
 
     #[test]
@@ -458,6 +475,21 @@ mod tests {
             (("RINGCAST_SERVER_LISTEN", "nowhere"), "server.listen"),
             (("RINGCAST_SSE_SLOW_POLICY", "drop"), "sse.slow_policy"),
             (("RINGCAST_LOG_FORMAT", "xml"), "log.format"),
+            (
+                ("RINGCAST_SERVER_TRUSTED_PROXIES", "10.0.0.0/33"),
+                "`server.trusted_proxies`: \"10.0.0.0/33\": the prefix length",
+            ),
+            (
+                (
+                    "RINGCAST_SERVER_TRUSTED_PROXIES",
+                    "[\"127.0.0.1\", \"proxy.local\"]",
+                ),
+                "\"proxy.local\" is not an IP address or CIDR range",
+            ),
+            (
+                ("RINGCAST_SERVER_TRUSTED_PROXIES", "10.1.0.0/8"),
+                "did you mean \"10.0.0.0/8\"",
+            ),
             (("RINGCAST_AUTH_HS256_SECRET", "s3cret"), "auth"),
             (
                 ("RINGCAST_CLUSTER_NATS_URL", "nats://127.0.0.1:4222"),

@@ -3,7 +3,7 @@
 //! for everything but `/events`, which turns the connection into an event
 //! stream owned by the worker.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
 use bytes::{Buf, BytesMut};
@@ -51,11 +51,24 @@ async fn read_more(stream: &mut TcpStream, conn: &Conn, buf: &mut BytesMut, limi
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
     // TCP_NODELAY is inherited from the listener (see accept.rs).
-    let ip = w.shared.track_ip(peer.ip());
-    let over_ip_limit = ip.is_none() && w.shared.cfg.limits.max_connections_per_ip > 0;
-    let reg = Registration::new(w.clone(), ip);
+    let peer_ip = peer.ip().to_canonical();
+    let per_ip_limit = w.shared.cfg.limits.max_connections_per_ip > 0;
+    // A connection from a trusted proxy is counted per request, under the
+    // client address that request's X-Forwarded-For names (SPEC §5): not at
+    // accept, and not while it idles between requests (a proxy's pooled
+    // upstream connection carries requests of many clients).
+    let via_proxy = w.shared.trusted.contains(peer_ip);
+    let ip = if via_proxy {
+        None
+    } else {
+        w.shared.track_ip(peer_ip)
+    };
+    let mut over_ip_limit = !via_proxy && ip.is_none() && per_ip_limit;
+    let mut reg = Registration::new(w.clone(), ip);
     let conn = reg.conn().clone();
     tracing::debug!(conn = conn.id, %peer, worker = w.idx, "accepted");
+    // The client address last logged for a proxied connection.
+    let mut client: Option<IpAddr> = None;
     let cfg = &w.shared.cfg;
     let max_head = cfg.limits.max_header_bytes;
     // Heads and bodies are split off the front of this buffer as `Bytes`;
@@ -87,6 +100,16 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
             }
         };
         conn.set_phase(Phase::Busy);
+        if via_proxy {
+            let addr = w.shared.trusted.client_addr(peer_ip, head.forwarded_for());
+            if client != Some(addr) {
+                tracing::debug!(conn = conn.id, client = %addr, %peer, "client address from proxy");
+                client = Some(addr);
+            }
+            if per_ip_limit {
+                over_ip_limit = !reg.attribute(addr);
+            }
+        }
         conn.set_request_id(head.request_id());
         // Every answer names its request: the proxy's id, or this
         // connection's (the `conn` field of its log lines).
@@ -95,6 +118,11 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
         cors.push_str(&conn.request_id());
         cors.push_str("\r\n");
         if over_ip_limit && !is_ops_path(head.path()) {
+            tracing::debug!(
+                conn = conn.id,
+                client = %client.unwrap_or(peer_ip),
+                "over limits.max_connections_per_ip"
+            );
             return fail(
                 &w,
                 &mut stream,
@@ -145,6 +173,9 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
         let (res, _) = stream.write_all(out).await;
         if res.is_err() || !keep_alive {
             return;
+        }
+        if via_proxy {
+            reg.unattribute();
         }
     }
 }

@@ -71,6 +71,9 @@ pub(crate) struct Head {
     acr_headers: Option<Range<usize>>,
     /// `X-Request-ID` (set by a proxy such as nginx), trimmed.
     request_id: Option<Range<usize>>,
+    /// Every `X-Forwarded-For` field value, trimmed, in order (empty, and
+    /// unallocated, when there is none).
+    forwarded_for: Vec<Range<usize>>,
 }
 
 /// See [`Head::request_id`].
@@ -119,6 +122,11 @@ impl Head {
     /// `Access-Control-Request-Headers`, if any.
     pub(crate) fn acr_headers(&self) -> Option<&str> {
         self.acr_headers.as_ref().map(|r| self.text(r))
+    }
+
+    /// The `X-Forwarded-For` field values, in the order they appeared.
+    pub(crate) fn forwarded_for(&self) -> impl DoubleEndedIterator<Item = &str> {
+        self.forwarded_for.iter().map(|r| self.text(r))
     }
 
     fn text(&self, r: &Range<usize>) -> &str {
@@ -192,6 +200,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
         origin: None,
         acr_headers: None,
         request_id: None,
+        forwarded_for: Vec::new(),
     };
     let mut content_length: Option<usize> = None;
     for h in req.headers.iter() {
@@ -241,6 +250,8 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
             head.acr_headers = Some(span(base, value.as_bytes()));
         } else if name.eq_ignore_ascii_case("x-request-id") {
             head.request_id = Some(span(base, value.as_bytes()));
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            head.forwarded_for.push(span(base, value.as_bytes()));
         }
     }
     if head.body == BodyKind::Chunked {
@@ -304,6 +315,13 @@ mod tests {
         assert_eq!(h.query(), "");
         assert_eq!(h.origin(), Some("http://a.test"));
         assert_eq!(h.acr_headers(), Some("last-event-id"));
+        assert_eq!(h.forwarded_for().count(), 0);
+
+        let h = head(b"GET /events HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1 \r\nHost: x\r\nx-forwarded-for:  2.2.2.2, 3.3.3.3\r\n\r\n");
+        assert_eq!(
+            h.forwarded_for().collect::<Vec<_>>(),
+            ["1.1.1.1", "2.2.2.2, 3.3.3.3"]
+        );
 
         let (partial, rest) = parse(b"GET / HTTP/1.1\r\nHost: x\r\n");
         assert!(partial.unwrap().is_none());

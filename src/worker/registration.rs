@@ -33,6 +33,28 @@ impl Registration {
     pub(crate) fn conn(&self) -> &Rc<Conn> {
         &self.conn
     }
+
+    /// Counts the connection under `ip` from now on (a trusted proxy named
+    /// the client, SPEC §5): releases the address it was counted under, if
+    /// another, and counts it under `ip`. False when `ip` is at
+    /// `limits.max_connections_per_ip`; the connection is then counted
+    /// nowhere, like one refused at accept.
+    pub(crate) fn attribute(&mut self, ip: IpAddr) -> bool {
+        if self.ip == Some(ip) {
+            return true;
+        }
+        self.unattribute();
+        self.ip = self.w.shared.track_ip(ip);
+        self.ip.is_some()
+    }
+
+    /// Stops counting the connection under any address (a proxied
+    /// connection idling between requests).
+    pub(crate) fn unattribute(&mut self) {
+        if let Some(old) = self.ip.take() {
+            self.w.shared.release_ip(old);
+        }
+    }
 }
 
 impl Drop for Registration {

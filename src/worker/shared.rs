@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::Sender;
 
 use crate::config::Config;
+use crate::http::forwarded::TrustedProxies;
 use crate::ops::metrics::{GlobalMetrics, WorkerMetrics};
 use crate::sequencer::SeqMsg;
 
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     /// worker sees it: an id at or below it is known even when this worker
     /// has not fanned it out yet.
     pub(crate) issued: Arc<AtomicU64>,
+    /// `server.trusted_proxies`, parsed.
+    pub(crate) trusted: TrustedProxies,
     /// Connections per client address, kept only when a per-IP limit is set.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -84,7 +87,10 @@ impl Shared {
     /// Fresh state for a server about to start.
     pub(crate) fn new(cfg: Config, seq_tx: Sender<SeqMsg>, issued: Arc<AtomicU64>) -> Self {
         let n = cfg.workers();
+        let trusted =
+            TrustedProxies::parse(&cfg.server.trusted_proxies).expect("validated at load");
         Shared {
+            trusted,
             workers: (0..n).map(|_| Arc::new(WorkerMetrics::default())).collect(),
             global: Arc::new(GlobalMetrics::default()),
             cfg,
