@@ -436,3 +436,56 @@ fn answers_and_log_lines_carry_the_request_id() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn stats_lists_the_busiest_patterns_and_every_worker() {
+    let s = Server::start("");
+    let subs: Vec<Sse> = ["st.a", "st.a", "st.a", "st.b", "st.*"]
+        .iter()
+        .map(|t| Sse::open(s.addr(), &format!("topic={}", enc(t))))
+        .collect();
+    wait_subscribers(&s, subs.len());
+    for i in 0..4 {
+        publish(s.addr(), "st.a", None, &format!("{i}"));
+    }
+    publish(s.addr(), "st.b", None, "b");
+    // Every worker has fanned the events out once its subscriber saw them.
+    let mut subs = subs;
+    for (i, sub) in subs.iter_mut().enumerate().take(3) {
+        assert_eq!(sub.take(4).len(), 4, "subscriber {i}");
+    }
+    let r = get(s.addr(), "/stats?top=2");
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top.len(), 2, "{v}");
+    assert_eq!(top[0]["pattern"], "st.a", "{v}");
+    assert_eq!(top[0]["subscribers"], 3, "{v}");
+    assert_eq!(top[0]["history_depth"], 4, "{v}");
+    let workers = v["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{v}");
+    let conns: u64 = workers
+        .iter()
+        .map(|w| w["connections"].as_u64().unwrap())
+        .sum();
+    assert!(conns >= 5, "{v}");
+    let subs_seen: u64 = workers
+        .iter()
+        .map(|w| w["subscribers"].as_u64().unwrap())
+        .sum();
+    assert_eq!(subs_seen, 5, "{v}");
+    assert!(
+        workers.iter().all(|w| w["age_ms"].as_u64().is_some()),
+        "{v}"
+    );
+    // The wildcard pattern is listed as a pattern.
+    let all = get(s.addr(), "/stats?top=100").json();
+    assert!(
+        all["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pattern"] == "st.*" && p["subscribers"] == 1),
+        "{all}"
+    );
+}

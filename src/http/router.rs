@@ -50,6 +50,14 @@ pub(super) async fn route(w: &Worker, head: &Head, body: BytesMut, cors: &str) -
                 Ok(json(200, &serde_json::json!({"status": "ready"})))
             }
         }
+        "/stats" if get_like => {
+            let top = form_urlencoded::parse(head.query().as_bytes())
+                .find(|(k, _)| k == "top")
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+                .unwrap_or(20)
+                .min(crate::worker::stats::MAX_TOP);
+            Ok(json(200, &stats(w, top).await))
+        }
         "/metrics" if get_like => {
             let text = w.shared.render_metrics();
             Ok((
@@ -81,4 +89,62 @@ pub(super) async fn route(w: &Worker, head: &Head, body: BytesMut, cors: &str) -
         }
         _ => Err(HttpError::NotFound),
     }
+}
+
+/// `GET /stats`: asks every worker for fresh snapshots (waiting up to two
+/// refresh periods for them) and merges them.
+async fn stats(w: &Worker, top: usize) -> serde_json::Value {
+    use crate::worker::stats::{PatternStats, REFRESH};
+    let board = &w.shared.stats;
+    board.watch();
+    let fresh = REFRESH * 3;
+    // This worker's own snapshot needs no wait.
+    *board.workers[w.idx].lock().unwrap() = w.stats();
+    let deadline = std::time::Instant::now() + REFRESH * 2 + std::time::Duration::from_millis(100);
+    while !board.fresh(fresh) && std::time::Instant::now() < deadline {
+        monoio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let snaps: Vec<_> = board
+        .workers
+        .iter()
+        .map(|s| s.lock().unwrap().clone())
+        .collect();
+    let mut merged: std::collections::HashMap<String, PatternStats> = Default::default();
+    for s in &snaps {
+        for p in &s.top {
+            let e = merged
+                .entry(p.pattern.clone())
+                .or_insert_with(|| PatternStats {
+                    pattern: p.pattern.clone(),
+                    subscribers: 0,
+                    history_depth: 0,
+                });
+            e.subscribers += p.subscribers;
+            // Each worker keeps its own copy of the same history.
+            e.history_depth = e.history_depth.max(p.history_depth);
+        }
+    }
+    let mut patterns: Vec<PatternStats> = merged.into_values().collect();
+    patterns.sort_by(|a, b| {
+        b.subscribers
+            .cmp(&a.subscribers)
+            .then(a.pattern.cmp(&b.pattern))
+    });
+    patterns.truncate(top);
+    let workers: Vec<serde_json::Value> = snaps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            serde_json::json!({
+                "worker": i,
+                "connections": s.connections,
+                "subscribers": s.subscribers,
+                "queued_bytes": s.queued_bytes,
+                "history_bytes": s.history_bytes,
+                "history_events": s.history_events,
+                "age_ms": s.taken.map(|t| t.elapsed().as_millis() as u64),
+            })
+        })
+        .collect();
+    serde_json::json!({ "top": patterns, "workers": workers })
 }

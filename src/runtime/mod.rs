@@ -133,6 +133,7 @@ async fn worker_main(
     monoio::spawn(crate::worker::drain_ring(w.clone(), rx));
     monoio::spawn(w.clone().timer_loop());
     monoio::spawn(w.clone().pace_storms());
+    monoio::spawn(w.clone().publish_stats());
     if let Some(tick) = alive_tick {
         monoio::spawn(w.clone().keep_alive(tick));
     }

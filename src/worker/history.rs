@@ -191,6 +191,12 @@ impl History {
         }
     }
 
+    /// Events retained for the exact `topic` (0 for a pattern or an
+    /// unknown topic).
+    pub fn depth(&self, topic: &str) -> usize {
+        self.topics.get(topic).map_or(0, |l| l.events.len())
+    }
+
     /// Highest id ever appended.
     pub fn last_id(&self) -> u64 {
         self.last_id

@@ -22,6 +22,7 @@ pub mod history;
 mod local;
 mod registration;
 mod shared;
+pub(crate) mod stats;
 mod storm_gate;
 mod stream;
 pub mod sub_table;

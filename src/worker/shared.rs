@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) issued: Arc<AtomicU64>,
     /// `server.trusted_proxies`, parsed.
     pub(crate) trusted: TrustedProxies,
+    /// What `/stats` reports, one snapshot per worker.
+    pub(crate) stats: super::stats::StatsBoard,
     /// Connections per client address, kept only when a per-IP limit is set.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -100,6 +102,7 @@ impl Shared {
             open: AtomicUsize::new(0),
             next_conn_id: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
+            stats: super::stats::StatsBoard::new(n),
         }
     }
 }

@@ -63,6 +63,38 @@ impl SubTable {
         self.entries == 0 && self.exact.is_empty() && self.wild.is_empty()
     }
 
+    /// Every pattern with its number of subscribers (exact topics and
+    /// wildcard patterns alike), in no particular order.
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = self
+            .exact
+            .iter()
+            .map(|(t, subs)| (t.to_string(), subs.len()))
+            .collect();
+        fn walk_counts(node: &Node, prefix: &mut Vec<String>, out: &mut Vec<(String, usize)>) {
+            if !node.here.is_empty() {
+                out.push((prefix.join("."), node.here.len()));
+            }
+            if !node.rest.is_empty() {
+                prefix.push(">".into());
+                out.push((prefix.join("."), node.rest.len()));
+                prefix.pop();
+            }
+            for (tok, child) in &node.children {
+                prefix.push(tok.to_string());
+                walk_counts(child, prefix, out);
+                prefix.pop();
+            }
+            if let Some(star) = &node.star {
+                prefix.push("*".into());
+                walk_counts(star, prefix, out);
+                prefix.pop();
+            }
+        }
+        walk_counts(&self.wild, &mut Vec::new(), &mut out);
+        out
+    }
+
     /// Adds `key` under a valid `pattern`. Adding the same pair twice is a no-op.
     pub fn insert(&mut self, pattern: &str, key: SubKey) {
         let added = if crate::topic::is_wildcard(pattern) {
