@@ -5,13 +5,29 @@ mod support;
 use std::time::Duration;
 use support::*;
 
-const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n";
+const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\nX-Request-ID: <id>\r\n\r\n";
+
+/// The stream head is exactly HEAD, where the request id (no proxy sent
+/// one) is the connection's numeric id.
+fn assert_head(head: &str) {
+    let line = head
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("X-Request-ID: "))
+        .expect("X-Request-ID in the head");
+    assert!(line.parse::<u64>().is_ok(), "{head}");
+    let id_line = format!("X-Request-ID: {line}\r\n");
+    assert_eq!(
+        head.replace(&id_line, "X-Request-ID: <id>\r\n"),
+        HEAD,
+        "exact head"
+    );
+}
 
 #[test]
 fn stream_head_and_retry_come_before_any_event() {
     let s = Server::start("[sse]\nretry_ms = 1234\n");
     let mut sub = Sse::open(s.addr(), "topic=a.b");
-    assert_eq!(sub.head, HEAD, "exact head, no length, no chunking");
+    assert_head(&sub.head);
     assert!(sub.header("transfer-encoding").is_none());
     assert!(sub.header("content-length").is_none());
     // Nothing published yet: the retry line must already be there.
@@ -122,7 +138,7 @@ fn legacy_driver_serves_the_same_bytes() {
     let s = Server::start("[server]\nio_driver = \"legacy\"\n[sse]\nheartbeat_ms = 200\n");
     assert!(s.stderr.lock().unwrap().contains("driver=\"legacy\""));
     let mut sub = Sse::open(s.addr(), "topic=t.%3E");
-    assert_eq!(sub.head, HEAD);
+    assert_head(&sub.head);
     let id = publish(s.addr(), "t.a", Some("q"), "x\ny");
     let raw = sub.read_raw_until(b"data: y\n\n");
     assert!(raw.ends_with(format!("id: {id}\nevent: q\ndata: x\ndata: y\n\n").as_bytes()));
