@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::StartError;
 
 mod load;
+pub(crate) mod trusted_proxies;
 
 /// Every setting, with SPEC defaults. `tuning/ringcast.toml` documents each.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -338,9 +339,7 @@ impl Config {
         if self.server.publish_queue_slots == 0 {
             return bad("server.publish_queue_slots", "must be greater than 0");
         }
-        if let Err(why) =
-            crate::http::forwarded::TrustedProxies::parse(&self.server.trusted_proxies)
-        {
+        if let Err(why) = trusted_proxies::TrustedProxies::parse(&self.server.trusted_proxies) {
             return bad("server.trusted_proxies", &why);
         }
         for s in &self.demo.symbols {

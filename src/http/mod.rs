@@ -8,7 +8,6 @@ mod chunked;
 mod connection;
 mod error;
 mod events;
-pub(crate) mod forwarded;
 mod head;
 mod publish;
 mod publish_body;

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 
+use crate::config::trusted_proxies::TrustedProxies;
 use crate::config::Config;
-use crate::http::forwarded::TrustedProxies;
 use crate::ops::metrics::{GlobalMetrics, WorkerMetrics};
 use crate::sequencer::SeqMsg;
 
