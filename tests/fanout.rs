@@ -142,3 +142,48 @@ fn disconnect_unsubscribes_and_leaves_nothing_behind() {
     let id = publish(s.addr(), "b", None, "after");
     assert_eq!(sub.next_event().unwrap().id_u64(), id);
 }
+
+/// Reads what one `read` returns from a subscriber socket whose head and
+/// retry line were already consumed.
+fn one_read(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut buf = [0u8; 65536];
+    let n = s.read(&mut buf).expect("events within the read timeout");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Opens a raw subscriber and consumes its head and retry line.
+fn raw_subscriber(addr: std::net::SocketAddr, topic: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = connect(addr);
+    s.write_all(format!("GET /events?topic={topic} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut b = [0u8; 1];
+    while !seen.ends_with(b"retry: 2000\n\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "head and retry");
+        seen.push(b[0]);
+    }
+    s
+}
+
+#[test]
+fn the_write_delay_window_gathers_events_into_one_write() {
+    // A 400 ms window: the five publishes below take a few milliseconds,
+    // so all five events join the first event's write.
+    let s = Server::start("[sse]\nwrite_delay_ms = 400\n");
+    let mut sub = raw_subscriber(s.addr(), "wd.a");
+    wait_subscribers(&s, 1);
+    let mut p = Publisher::new(s.addr());
+    let ids: Vec<u64> = (0..5)
+        .map(|i| p.publish("wd.a", &format!("e{i}")))
+        .collect();
+    let got = one_read(&mut sub);
+    for id in &ids {
+        assert!(
+            got.contains(&format!("id: {id}\n")),
+            "event {id} missing from the first write: {got:?}"
+        );
+    }
+    drop(p);
+}

@@ -28,6 +28,11 @@ fn health_ready_and_every_metric_series() {
         "ringcast_publish_to_write_seconds_count",
         "ringcast_history_bytes",
         "# TYPE ringcast_publish_to_write_seconds histogram",
+        "# TYPE ringcast_stage_seconds histogram",
+        "ringcast_stage_seconds_bucket{stage=\"sequenced\",le=\"+Inf\"}",
+        "ringcast_stage_seconds_bucket{stage=\"ring\",le=\"+Inf\"}",
+        "ringcast_stage_seconds_bucket{stage=\"fanout\",le=\"+Inf\"}",
+        "ringcast_stage_seconds_bucket{stage=\"write_submitted\",le=\"+Inf\"}",
         "# TYPE ringcast_connections_active gauge",
     ] {
         assert!(text.contains(series), "missing {series}");
@@ -54,6 +59,19 @@ fn counters_move_with_traffic() {
     );
     assert!(s.metric("ringcast_bytes_written_total") > 7.0 * 10.0);
     assert!(s.metric("ringcast_history_bytes") > 0.0);
+    // Every stage saw the events: one observation per publish request
+    // (sequenced), per ring message on each of the 2 workers (ring,
+    // fanout), per write to the one subscriber (write_submitted).
+    assert_eq!(
+        s.metric("ringcast_stage_seconds_count{stage=\"sequenced\"}"),
+        7.0
+    );
+    for (stage, most) in [("ring", 14.0), ("fanout", 14.0), ("write_submitted", 7.0)] {
+        let n = s.metric(&format!(
+            "ringcast_stage_seconds_count{{stage=\"{stage}\"}}"
+        ));
+        assert!((1.0..=most).contains(&n), "{stage}: {n}");
+    }
 }
 
 #[test]

@@ -114,6 +114,9 @@ pub struct Sse {
     /// Unsent bytes over all subscribers together (each worker gets an
     /// equal share); past it the largest queues are treated as slow first.
     pub max_queued_bytes: usize,
+    /// Write-coalescing window: once a subscriber's first event is queued,
+    /// its write waits at most this long for more to join it (0 = off).
+    pub write_delay_ms: u64,
 }
 
 impl Default for Sse {
@@ -126,6 +129,7 @@ impl Default for Sse {
             write_stall_ms: 30_000,
             slow_grace_ms: 500,
             max_queued_bytes: 1 << 30,
+            write_delay_ms: 0,
         }
     }
 }
@@ -310,6 +314,12 @@ impl Config {
         if self.server.workers.is_some_and(|w| w > 1024) {
             return bad("server.workers", "must be at most 1024");
         }
+        if self.sse.write_delay_ms > 1000 {
+            return bad(
+                "sse.write_delay_ms",
+                "must be at most 1000 (it delays every event by up to that much)",
+            );
+        }
         let positive: [(&str, u64); 10] = [
             ("sse.heartbeat_ms", self.sse.heartbeat_ms),
             ("sse.write_stall_ms", self.sse.write_stall_ms),
@@ -420,7 +430,7 @@ mod tests {
         )
         .unwrap();
         let schema = load::Schema::of_defaults();
-        assert_eq!(schema.keys().count(), 31, "the schema lists every key");
+        assert_eq!(schema.keys().count(), 32, "the schema lists every key");
         for (section, key) in schema.keys() {
             let body = text
                 .split(&format!("[{section}]\n"))

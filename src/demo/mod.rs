@@ -110,6 +110,7 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
                     origin: None,
                     token: 0,
                     events,
+                    read_ns: crate::event::now_ns(),
                 }));
             }
         })?;

@@ -23,6 +23,9 @@ pub(super) async fn publish(
     cors: &str,
     keep_alive: bool,
 ) -> Answer {
+    // The request (head and body) has been read: the `sequenced` stage
+    // starts here.
+    let read_ns = crate::event::now_ns();
     let cfg = &w.shared.cfg;
     if w.shared.draining.load(Relaxed) {
         return Err(HttpError::Unavailable("the server is shutting down", 1));
@@ -52,6 +55,7 @@ pub(super) async fn publish(
         origin: Some(w.idx),
         token,
         events,
+        read_ns,
     });
     if let Err(e) = w.shared.seq_tx.try_send(req) {
         w.acks.borrow_mut().remove(token as usize);

@@ -49,10 +49,62 @@ pub struct WorkerMetrics {
     pub alive: AtomicU64,
     /// Responses by status, indexed like [`CODES`].
     pub responses: [AtomicU64; CODES.len()],
-    /// Delivery latency histogram buckets (non-cumulative), then +Inf.
-    pub latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    /// Sum of observed latencies in nanoseconds.
-    pub latency_sum_ns: AtomicU64,
+    /// Publish-to-write latency (sequencing to a completed socket write).
+    pub latency: Histogram,
+    /// Sequencing to the worker taking the event from its ring (once per
+    /// ring message, for its first event).
+    pub stage_ring: Histogram,
+    /// Sequencing to the event queued on every matching subscriber (once
+    /// per ring message, for its first event).
+    pub stage_fanout: Histogram,
+    /// Sequencing to the socket write that carries it being submitted (once
+    /// per write, for the oldest live event in it).
+    pub stage_write_submitted: Histogram,
+}
+
+/// A latency histogram over [`LATENCY_BUCKETS`]: non-cumulative buckets,
+/// then +Inf, and the sum. Written by one thread, read by any.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe_ns(&self, ns: u64) {
+        let secs = ns as f64 / 1e9;
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(ns, Relaxed);
+    }
+}
+
+/// Writes the `_bucket`, `_sum` and `_count` lines of the sum of `hs`, with
+/// `labels` (`stage="ring",` or empty) before `le`.
+fn render_histogram(s: &mut String, name: &str, labels: &str, hs: &[&Histogram]) {
+    let mut cumulative = 0;
+    for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+        cumulative += hs.iter().map(|h| h.buckets[i].load(Relaxed)).sum::<u64>();
+        let _ = writeln!(s, "{name}_bucket{{{labels}le=\"{b}\"}} {cumulative}");
+    }
+    cumulative += hs
+        .iter()
+        .map(|h| h.buckets[LATENCY_BUCKETS.len()].load(Relaxed))
+        .sum::<u64>();
+    let _ = writeln!(s, "{name}_bucket{{{labels}le=\"+Inf\"}} {cumulative}");
+    let sum_ns: u64 = hs.iter().map(|h| h.sum_ns.load(Relaxed)).sum();
+    let l = labels.trim_end_matches(',');
+    let braces = if l.is_empty() {
+        String::new()
+    } else {
+        format!("{{{l}}}")
+    };
+    let _ = writeln!(s, "{name}_sum{braces} {}", sum_ns as f64 / 1e9);
+    let _ = writeln!(s, "{name}_count{braces} {cumulative}");
 }
 
 impl WorkerMetrics {
@@ -67,13 +119,7 @@ impl WorkerMetrics {
 
     /// Records one publish-to-write latency.
     pub fn observe_latency_ns(&self, ns: u64) {
-        let secs = ns as f64 / 1e9;
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.latency[i].fetch_add(1, Relaxed);
-        self.latency_sum_ns.fetch_add(ns, Relaxed);
+        self.latency.observe_ns(ns);
     }
 }
 
@@ -88,6 +134,8 @@ pub struct GlobalMetrics {
     pub publish_rejected: AtomicU64,
     /// Subscriptions refused for global capacity.
     pub shed: AtomicU64,
+    /// A publish request read (its body parsed) to its events sequenced.
+    pub stage_sequenced: Histogram,
 }
 
 fn sum(ws: &[&WorkerMetrics], f: impl Fn(&WorkerMetrics) -> u64) -> u64 {
@@ -204,26 +252,33 @@ pub fn render(global: &GlobalMetrics, workers: &[&WorkerMetrics]) -> String {
         s,
         "# HELP ringcast_publish_to_write_seconds Time from sequencing an event to writing it to a subscriber socket.\n# TYPE ringcast_publish_to_write_seconds histogram"
     );
-    let mut cumulative = 0;
-    for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-        cumulative += sum(workers, |w| w.latency[i].load(Relaxed));
-        let _ = writeln!(
-            s,
-            "ringcast_publish_to_write_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+    let lat: Vec<&Histogram> = workers.iter().map(|w| &w.latency).collect();
+    render_histogram(&mut s, "ringcast_publish_to_write_seconds", "", &lat);
+    let _ = writeln!(
+        s,
+        "# HELP ringcast_stage_seconds Where an event's time goes: stage=\"sequenced\" is from its publish request read to its sequencing; the other stages are from its sequencing to the worker taking it from its ring (ring), to it being queued on every matching subscriber (fanout), and to the socket write that carries it being submitted (write_submitted); ringcast_publish_to_write_seconds is the last stage, the write completed.\n# TYPE ringcast_stage_seconds histogram"
+    );
+    render_histogram(
+        &mut s,
+        "ringcast_stage_seconds",
+        "stage=\"sequenced\",",
+        &[&global.stage_sequenced],
+    );
+    type Pick = fn(&WorkerMetrics) -> &Histogram;
+    let stages: [(&str, Pick); 3] = [
+        ("ring", |w| &w.stage_ring),
+        ("fanout", |w| &w.stage_fanout),
+        ("write_submitted", |w| &w.stage_write_submitted),
+    ];
+    for (stage, pick) in stages {
+        let hs: Vec<&Histogram> = workers.iter().map(|w| pick(w)).collect();
+        render_histogram(
+            &mut s,
+            "ringcast_stage_seconds",
+            &format!("stage=\"{stage}\","),
+            &hs,
         );
     }
-    cumulative += sum(workers, |w| w.latency[LATENCY_BUCKETS.len()].load(Relaxed));
-    let _ = writeln!(
-        s,
-        "ringcast_publish_to_write_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-    );
-    let sum_ns = sum(workers, |w| w.latency_sum_ns.load(Relaxed));
-    let _ = writeln!(
-        s,
-        "ringcast_publish_to_write_seconds_sum {}",
-        sum_ns as f64 / 1e9
-    );
-    let _ = writeln!(s, "ringcast_publish_to_write_seconds_count {cumulative}");
     let _ = writeln!(
         s,
         "# HELP ringcast_history_bytes Bytes of event frames held in history (each worker indexes the same frames; the largest index).\n# TYPE ringcast_history_bytes gauge\nringcast_history_bytes {}",

@@ -33,6 +33,8 @@ pub(crate) struct PublishReq {
     pub(crate) token: u32,
     /// Validated events, in order.
     pub(crate) events: Vec<NewEvent>,
+    /// When the request was read ([`now_ns`]), for the `sequenced` stage.
+    pub(crate) read_ns: u64,
 }
 
 /// What the sequencer receives.
@@ -89,6 +91,9 @@ impl Sequencer {
                     SeqMsg::Publish(req) => {
                         let first_id = self.next_id;
                         let born_ns = now_ns();
+                        self.metrics
+                            .stage_sequenced
+                            .observe_ns(born_ns.saturating_sub(req.read_ns));
                         let count = req.events.len() as u32;
                         for ev in req.events {
                             let id = self.next_id;
@@ -170,12 +175,14 @@ mod tests {
             origin: Some(1),
             token: 7,
             events: vec![ev("a"), ev("b")],
+            read_ns: 0,
         }))
         .unwrap();
         tx.send(SeqMsg::Publish(PublishReq {
             origin: Some(0),
             token: 3,
             events: vec![ev("c")],
+            read_ns: 0,
         }))
         .unwrap();
         tx.send(SeqMsg::Drain).unwrap();

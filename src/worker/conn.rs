@@ -253,6 +253,16 @@ impl Conn {
     }
 
     /// True when frames wait for a write.
+    /// The sequencing time of the frame at the front of the queue, when it
+    /// is a live event (not a heartbeat, a head, a retry or catch-up).
+    pub(crate) fn front_live_born(&self) -> Option<u64> {
+        self.queue
+            .borrow()
+            .front()
+            .map(|q| q.born_ns)
+            .filter(|&b| b != 0 && b != REPLAYED)
+    }
+
     pub(crate) fn has_queued(&self) -> bool {
         !self.queue.borrow().is_empty()
     }

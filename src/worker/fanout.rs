@@ -307,7 +307,15 @@ impl Worker {
 
     fn handle(&self, msg: Msg) -> Option<Cursor> {
         match msg {
-            Msg::Events(events) => return Some(Cursor { events, next: 0 }),
+            Msg::Events(events) => {
+                if let Some(first) = events.first() {
+                    let now = crate::event::now_ns();
+                    self.metrics
+                        .stage_ring
+                        .observe_ns(now.saturating_sub(first.born_ns));
+                }
+                return Some(Cursor { events, next: 0 });
+            }
             Msg::Ack {
                 token,
                 first,
@@ -356,6 +364,12 @@ pub(crate) async fn drain_ring(w: Rc<Worker>, rx: RingRx) {
             cur.next += slice.taken;
             budget = budget.saturating_sub(slice.queued);
             if cur.next == cur.events.len() {
+                if let Some(first) = cur.events.first() {
+                    let now = crate::event::now_ns();
+                    w.metrics
+                        .stage_fanout
+                        .observe_ns(now.saturating_sub(first.born_ns));
+                }
                 cursor = None;
             }
             if slice.backlogged {

@@ -43,6 +43,9 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
     let mut client_gone = false;
     let mut batch = Batch::new();
     let mut retry_sent = false;
+    let window = std::time::Duration::from_millis(w.shared.cfg.sse.write_delay_ms);
+    // The coalescing window was already given to the frames queued now.
+    let mut held = false;
     loop {
         if let Some(why) = conn.closed() {
             tracing::debug!(conn = conn.id, request_id = %conn.request_id(), reason = why.as_str(), "closing stream");
@@ -74,6 +77,27 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
             }
             continue;
         }
+        let fresh = batch.is_empty();
+        let front = if fresh { conn.front_live_born() } else { None };
+        if !window.is_zero()
+            && !held
+            && front.is_some()
+            && !conn.is_draining()
+            && conn.pending() < w.shared.cfg.sse.max_pending_bytes / 2
+        {
+            // sse.write_delay_ms: let more events join this write.
+            held = true;
+            monoio::select! {
+                _ = monoio::time::sleep(window) => {}
+                _ = conn.killed() => {}
+            }
+            continue;
+        }
+        if let Some(born) = front {
+            w.metrics
+                .stage_write_submitted
+                .observe_ns(now_ns().saturating_sub(born));
+        }
         conn.begin_write(w.now_tick(), &mut batch);
         w.timers.arm_stall(conn);
         let result = monoio::select! {
@@ -85,6 +109,7 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
             _ => 0,
         };
         conn.end_write(sent, w.now_tick());
+        held = false;
         if sent > 0 {
             // A fan-out held back for a backlog re-judges it now.
             w.room.notify();
