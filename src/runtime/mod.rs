@@ -80,10 +80,13 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
                         );
                     }
                 }
-                let tick = supervision.map(|s| s.tick());
+                let alive = supervision.map(|s| {
+                    let ping = (s.watchdog && idx == 0).then_some(s.every);
+                    (s.tick(), ping)
+                });
                 let r = driver.block_on(
                     idx,
-                    worker_main(idx, shared, listener, rx, ready.clone(), tick),
+                    worker_main(idx, shared, listener, rx, ready.clone(), alive),
                 );
                 if let Err(e) = r {
                     let _ = ready.send(Err(e));
@@ -125,7 +128,7 @@ async fn worker_main(
     listener: std::net::TcpListener,
     rx: RingRx,
     ready: Sender<Result<(), String>>,
-    alive_tick: Option<std::time::Duration>,
+    alive: Option<(std::time::Duration, Option<std::time::Duration>)>,
 ) -> Result<(), String> {
     let listener = monoio::net::TcpListener::from_std(listener)
         .map_err(|e| format!("worker {idx}: cannot register listener: {e}"))?;
@@ -134,8 +137,8 @@ async fn worker_main(
     monoio::spawn(w.clone().timer_loop());
     monoio::spawn(w.clone().pace_storms());
     monoio::spawn(w.clone().publish_stats());
-    if let Some(tick) = alive_tick {
-        monoio::spawn(w.clone().keep_alive(tick));
+    if let Some((tick, watchdog)) = alive {
+        monoio::spawn(w.clone().keep_alive(tick, watchdog));
     }
     monoio::spawn(crate::http::accept::accept_loop(w.clone(), listener));
     let _ = ready.send(Ok(()));

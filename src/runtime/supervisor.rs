@@ -1,12 +1,14 @@
 //! systemd supervision beyond READY/STOPPING: `STATUS=` with a one-line
 //! summary, and `WATCHDOG=1` when systemd asks for it (`WATCHDOG_USEC`).
 //!
-//! The watchdog is fed only while every worker makes progress: each worker
-//! runs a small task that bumps its `alive` counter (`Worker::keep_alive`),
-//! and this thread sends `WATCHDOG=1` only when every counter moved since its
-//! last look. A worker stuck in a loop or a system call stops its counter,
-//! the pings stop, and systemd restarts the service after `WatchdogSec`.
-//! Outside systemd (`NOTIFY_SOCKET` unset) nothing here runs.
+//! The watchdog is fed from a worker, not from a thread that always runs:
+//! each worker runs a small task that bumps its `alive` counter
+//! (`Worker::keep_alive`), and worker 0's task sends `WATCHDOG=1` only when
+//! every counter moved since its last look. A worker stuck in a loop or a
+//! system call stops its counter (worker 0 stuck stops the pings itself),
+//! and systemd restarts the service after `WatchdogSec`. This thread sends
+//! only `STATUS=`. Outside systemd (`NOTIFY_SOCKET` unset) nothing here
+//! runs.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -63,14 +65,6 @@ impl Supervision {
     }
 }
 
-/// True when every worker's counter moved since `last` (and remembers the
-/// new values).
-pub(crate) fn all_progressed(last: &mut [u64], now: &[u64]) -> bool {
-    let moved = last.iter().zip(now).all(|(a, b)| a != b);
-    last.copy_from_slice(now);
-    moved
-}
-
 /// The STATUS= line.
 pub(crate) fn status_line(
     connections: i64,
@@ -92,30 +86,12 @@ pub(crate) fn start(shared: Arc<Shared>, sup: Supervision) -> std::io::Result<()
 }
 
 fn run(shared: &Shared, sup: Supervision) {
-    let alive = |s: &Shared| {
-        s.workers
-            .iter()
-            .map(|w| w.alive.load(Relaxed))
-            .collect::<Vec<_>>()
-    };
-    let mut last = alive(shared);
     let mut last_status: Option<Instant> = None;
     let (mut events, mut frames, mut at) = (0u64, 0u64, Instant::now());
     while !shared.draining.load(Relaxed) {
         std::thread::sleep(sup.every);
         if shared.draining.load(Relaxed) {
             break;
-        }
-        let progressed = all_progressed(&mut last, &alive(shared));
-        if sup.watchdog {
-            if progressed {
-                notify_systemd("WATCHDOG=1");
-            } else {
-                tracing::warn!(
-                    "a worker made no progress in {:?}: watchdog not fed",
-                    sup.every
-                );
-            }
         }
         if last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY.min(sup.every * 2)) {
             let e = shared.global.events_published.load(Relaxed);
@@ -180,6 +156,7 @@ mod tests {
 
     #[test]
     fn the_watchdog_is_fed_only_when_every_worker_moved() {
+        use crate::worker::all_progressed;
         let mut last = vec![1, 1];
         assert!(all_progressed(&mut last, &[2, 5]));
         assert!(!all_progressed(&mut last, &[3, 5]), "worker 1 stood still");

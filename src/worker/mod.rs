@@ -101,6 +101,14 @@ pub(crate) struct Worker {
     next_gen: Cell<u32>,
 }
 
+/// True when every worker's alive counter moved since `last` (which then
+/// holds the new values).
+pub(crate) fn all_progressed(last: &mut [u64], now: &[u64]) -> bool {
+    let moved = last.iter().zip(now).all(|(a, b)| a != b);
+    last.copy_from_slice(now);
+    moved
+}
+
 impl Worker {
     /// A worker with nothing open yet.
     pub(crate) fn new(idx: usize, shared: Arc<Shared>, ring: RingProbe) -> Self {
@@ -129,11 +137,37 @@ impl Worker {
     }
 
     /// Bumps this worker's alive counter every `tick` while its loop runs
-    /// (under systemd only: the watchdog reads it).
-    pub(crate) async fn keep_alive(self: Rc<Self>, tick: std::time::Duration) {
+    /// (under systemd only). With `watchdog` set (worker 0, when systemd
+    /// asked for one), also sends `WATCHDOG=1` every that often, but only
+    /// when every worker's counter moved since the last look: the ping
+    /// comes from a worker's own loop and stops when any worker stops.
+    pub(crate) async fn keep_alive(
+        self: Rc<Self>,
+        tick: std::time::Duration,
+        watchdog: Option<std::time::Duration>,
+    ) {
+        let counters = || {
+            self.shared
+                .workers
+                .iter()
+                .map(|m| m.alive.load(Relaxed))
+                .collect::<Vec<_>>()
+        };
+        let mut last = counters();
+        let mut next_ping = watchdog.map(|every| std::time::Instant::now() + every);
         while !self.draining.get() {
             self.metrics.alive.fetch_add(1, Relaxed);
             monoio::time::sleep(tick).await;
+            if let (Some(due), Some(every)) = (next_ping, watchdog) {
+                if std::time::Instant::now() >= due {
+                    if all_progressed(&mut last, &counters()) {
+                        crate::ops::notify::notify_systemd("WATCHDOG=1");
+                    } else {
+                        tracing::warn!("a worker made no progress in {every:?}: watchdog not fed");
+                    }
+                    next_ping = Some(due + every);
+                }
+            }
         }
     }
 
