@@ -19,6 +19,14 @@
 //! (`quotes.*.S<k>`) over topics `quotes.V<v>.S<k>`. In a storm the
 //! resumers run on a second thread, so that the generator's own storm work
 //! does not delay the publishers and stayers it measures.
+//!
+//! The market mode (`--topics-per-sub K`): each subscriber takes K topics in
+//! one multi-topic subscription (`/events?topic=a&topic=b...`; nchan:
+//! `/msub/a,b,...`), and `--wildcard-pct P` puts P% of them on a whole venue
+//! (`quotes.V<v>.>`; nchan, which has no wildcard, gets 2K channels of that
+//! venue instead: not the same load). Every subscriber knows the exact union
+//! of topics it should receive: loss, duplication and order are checked per
+//! (publisher, topic), and an event of a topic outside it is `misrouted`.
 
 mod notify;
 
@@ -107,6 +115,19 @@ struct Args {
     /// subscriber.
     #[arg(long, default_value_t = 0)]
     venues: usize,
+    /// Market mode: each subscriber takes this many distinct topics in one
+    /// multi-topic subscription (ringcast: repeated `topic=`, at most
+    /// limits.topics_per_subscription; nchan: `/msub/a,b,...`). The sets
+    /// differ from subscriber to subscriber and every topic gets the same
+    /// number of subscribers. 0 = off.
+    #[arg(long, default_value_t = 0)]
+    topics_per_sub: usize,
+    /// Market mode: this share of the subscribers subscribe to a whole venue
+    /// (ringcast: `quotes.V<v>.>`, needs --venues), spread evenly over the
+    /// venues. nchan cannot express a wildcard: there they take 2 ×
+    /// --topics-per-sub channels of that venue instead (not the same load).
+    #[arg(long, default_value_t = 0.0)]
+    wildcard_pct: f64,
     /// Resume storm: this share of the subscribers (the resumers) drop their
     /// connections at once after --warmup-s + --baseline-s of publishing and
     /// reconnect at once with Last-Event-ID once --resume-back more events
@@ -150,8 +171,68 @@ impl Args {
             v => format!("quotes.V{}.S{}", t % v, t / v),
         }
     }
+    fn market(&self) -> bool {
+        self.topics_per_sub > 0
+    }
+    /// Market mode: the venue of subscriber `idx` if it is a wildcard
+    /// subscriber, with its rank among them.
+    fn wildcard_of(&self, idx: usize) -> Option<(usize, usize)> {
+        if !self.market() || self.venues == 0 || self.wildcard_pct <= 0.0 {
+            return None;
+        }
+        let p = self.wildcard_pct / 100.0;
+        let (now, next) = ((idx as f64 * p).floor(), ((idx + 1) as f64 * p).floor());
+        (next > now).then(|| {
+            let rank = now as usize;
+            (rank % self.venues, rank)
+        })
+    }
+    /// Market mode: subscriber `idx`'s own topics, `idx % topics + j * q`
+    /// (j < K) modulo the topic count, with q coprime to it: distinct
+    /// topics, a different set for every subscriber of a round of `topics`
+    /// subscribers (q changes from round to round), and each topic taken
+    /// by exactly K subscribers per round.
+    fn market_topics(&self, idx: usize) -> Vec<usize> {
+        let (n, k) = (self.topics, self.topics_per_sub);
+        let gcd = |mut a: usize, mut b: usize| {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        };
+        let mut q = n / k + 1;
+        let mut skip = idx / n;
+        loop {
+            if gcd(q, n) == 1 {
+                if skip == 0 {
+                    break;
+                }
+                skip -= 1;
+            }
+            q += 1;
+        }
+        (0..k).map(|j| (idx % n + j * q) % n).collect()
+    }
     /// The topic indexes subscriber `idx` receives.
     fn sub_topics(&self, idx: usize) -> Vec<usize> {
+        if let Some((venue, rank)) = self.wildcard_of(idx) {
+            let v = self.venues;
+            return match self.server.as_str() {
+                // The nchan stand-in: 2K symbols of the venue, a different
+                // run of them for each wildcard subscriber of the venue.
+                "nchan" => {
+                    let syms = self.symbols();
+                    let from = rank / v * 2 * self.topics_per_sub;
+                    (0..2 * self.topics_per_sub)
+                        .map(|j| (from + j) % syms * v + venue)
+                        .collect()
+                }
+                _ => (0..self.symbols()).map(|s| s * v + venue).collect(),
+            };
+        }
+        if self.market() {
+            return self.market_topics(idx);
+        }
         match self.venues {
             0 => vec![idx % self.topics],
             v => {
@@ -161,6 +242,24 @@ impl Args {
         }
     }
     fn sub_path(&self, idx: usize) -> String {
+        if self.market() {
+            let topics = self.sub_topics(idx);
+            return match (self.server.as_str(), self.wildcard_of(idx)) {
+                ("nchan", _) => {
+                    let ids: Vec<String> = topics.iter().map(|t| format!("t{t}")).collect();
+                    format!("/msub/{}", ids.join(","))
+                }
+                // `>` percent-encoded: it is not a URI character.
+                (_, Some((venue, _))) => format!("/events?topic=quotes.V{venue}.%3E"),
+                (_, None) => {
+                    let q: Vec<String> = topics
+                        .iter()
+                        .map(|&t| format!("topic={}", self.topic_name(t)))
+                        .collect();
+                    format!("/events?{}", q.join("&"))
+                }
+            };
+        }
         match (self.server.as_str(), self.venues) {
             ("nchan", 0) => format!("/sub/t{}", idx % self.topics),
             ("nchan", _) => {
@@ -193,7 +292,7 @@ impl Args {
     }
     /// The extra figures of the burst and storm modes go in the report.
     fn extras(&self) -> bool {
-        self.batch > 1 || self.storm() || self.server_metrics
+        self.batch > 1 || self.storm() || self.server_metrics || self.market()
     }
 }
 
@@ -237,6 +336,8 @@ struct Stats {
     lost: Cell<u64>,
     dup: Cell<u64>,
     reordered: Cell<u64>,
+    /// Events of a topic the subscriber did not subscribe to.
+    misrouted: Cell<u64>,
     published: Cell<u64>,
     publish_errors: Cell<u64>,
     connected: Cell<usize>,
@@ -329,10 +430,12 @@ impl Dechunk {
 /// Per-subscriber state, kept across a resume: sequence tracking per
 /// (publishing connection, topic).
 struct Tracker {
-    /// (publisher * topics + topic, last sequence seen): a few entries.
-    last_seq: Vec<(u64, u64)>,
+    /// The topics this subscriber should receive, sorted.
+    topics: Vec<u64>,
+    publishers: u64,
+    /// Last sequence seen, at `slot of the topic * publishers + publisher`.
+    last_seq: Vec<u64>,
     received: u64,
-    topics: u64,
     role: Role,
     /// This subscriber's own gaps, duplicates and reorders.
     faults: u64,
@@ -346,11 +449,16 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn new(role: Role, topics: usize) -> Self {
+    fn new(role: Role, topics: &[usize], publishers: usize) -> Self {
+        let mut topics: Vec<u64> = topics.iter().map(|&t| t as u64).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let publishers = publishers.max(1) as u64;
         Self {
-            last_seq: Vec::new(),
+            last_seq: vec![0; topics.len() * publishers as usize],
+            topics,
+            publishers,
             received: 0,
-            topics: topics as u64,
             role,
             faults: 0,
             resyncs: 0,
@@ -448,15 +556,17 @@ fn parse_events(body: &mut Vec<u8>, t: &mut Tracker, stats: &Stats, base: Instan
             let publisher = num(it.next());
             let seq = num(it.next());
             let ts = num(it.next());
-            let key = publisher * t.topics + topic;
-            let slot = match t.last_seq.iter().position(|(k, _)| *k == key) {
-                Some(i) => i,
-                None => {
-                    t.last_seq.push((key, 0));
-                    t.last_seq.len() - 1
+            let slot = match t.topics.binary_search(&topic) {
+                Ok(i) if publisher < t.publishers => i * t.publishers as usize + publisher as usize,
+                _ => {
+                    // Not one of its topics (or not a publisher of this
+                    // run): the server routed it wrongly.
+                    stats.misrouted.set(stats.misrouted.get() + 1);
+                    t.faults += 1;
+                    continue;
                 }
             };
-            let last = &mut t.last_seq[slot].1;
+            let last = &mut t.last_seq[slot];
             let now = base.elapsed().as_micros() as u64;
             let latency = now.saturating_sub(ts);
             record(&stats.latency_us, latency);
@@ -723,7 +833,7 @@ async fn subscriber(
         // timer keeps this one's waker past the run's end.)
         monoio::time::sleep(Duration::from_secs(args.timeout_s + 60)).await;
     }
-    let mut tracker = Tracker::new(role, args.topics);
+    let mut tracker = Tracker::new(role, &args.sub_topics(idx), args.inflight);
     loop {
         match pump(&stats, &mut stream, &mut tracker, idx, expected, base).await {
             Pump::Done => break,
@@ -990,6 +1100,28 @@ fn check(args: &Args) -> Result<(), String> {
     if args.venues > 0 && !args.topics.is_multiple_of(args.venues) {
         return Err("--topics must be a multiple of --venues".into());
     }
+    if args.market() {
+        if args.topics_per_sub > args.topics {
+            return Err("--topics-per-sub is more than --topics".into());
+        }
+        if !(0.0..=100.0).contains(&args.wildcard_pct) {
+            return Err("--wildcard-pct is a percentage".into());
+        }
+        if args.wildcard_pct > 0.0 && args.venues == 0 {
+            return Err("--wildcard-pct needs --venues (a wildcard takes a whole venue)".into());
+        }
+        if args.wildcard_pct > 0.0 && 2 * args.topics_per_sub > args.symbols() {
+            return Err(
+                "--wildcard-pct: nchan's stand-in needs 2 × --topics-per-sub symbols per venue"
+                    .into(),
+            );
+        }
+        if args.storm() {
+            return Err("--topics-per-sub runs without a resume storm".into());
+        }
+    } else if args.wildcard_pct > 0.0 {
+        return Err("--wildcard-pct needs --topics-per-sub".into());
+    }
     if args.storm() {
         if args.resumers_pct > 100.0 {
             return Err("--resumers-pct is a percentage".into());
@@ -1117,12 +1249,13 @@ struct Tally {
 
 /// The counters and histograms a subscriber updates, in one order for
 /// `tally` and `merge`.
-fn subscriber_counters(s: &Stats) -> [&Cell<u64>; 7] {
+fn subscriber_counters(s: &Stats) -> [&Cell<u64>; 8] {
     [
         &s.delivered,
         &s.lost,
         &s.dup,
         &s.reordered,
+        &s.misrouted,
         &s.ended_short,
         &s.resyncs,
         &s.replayed,
@@ -1509,6 +1642,7 @@ async fn run(args: Rc<Args>) -> String {
         "unfinished_subscribers": unfinished,
         "duplicated": stats.dup.get(),
         "reordered": stats.reordered.get(),
+        "misrouted": stats.misrouted.get(),
         "server_cpu_s_per_million_deliveries": cpu_per_m,
         "server_rss_bytes_per_connection": rss_per_conn,
         "publish_seconds": publish_s,
@@ -1537,6 +1671,26 @@ async fn run(args: Rc<Args>) -> String {
             },
         );
         put("subscribers_disconnected", stats.disconnected.get().into());
+        if args.market() {
+            let wild = (0..n).filter(|&i| args.wildcard_of(i).is_some()).count();
+            put("topics_per_sub", args.topics_per_sub.into());
+            put("wildcard_subscribers", wild.into());
+            put(
+                "wildcard_as",
+                match args.server.as_str() {
+                    "nchan" => format!(
+                        "{} channels of the venue (nchan has no wildcard: not the same load)",
+                        2 * args.topics_per_sub
+                    ),
+                    _ => format!(
+                        "quotes.V<v>.> (all {} symbols of the venue)",
+                        args.symbols()
+                    ),
+                }
+                .into(),
+            );
+            put("expected_deliveries", expected_total.into());
+        }
         put("ack_p50_ms", quantile_ms(&stats.ack_us, 0.5).into());
         put("ack_p99_ms", quantile_ms(&stats.ack_us, 0.99).into());
         for (key, series) in SERVER_SERIES {
