@@ -89,6 +89,11 @@ struct Args {
     /// Server PID for CPU and RSS figures.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The core the server is pinned to: also report how busy that core
+    /// was from /proc/stat (any process, with interrupts and softirqs,
+    /// which loopback TCP does not always charge to the server's process).
+    #[arg(long)]
+    server_core: Option<usize>,
     /// Give up after this many seconds in all.
     #[arg(long, default_value_t = 60)]
     timeout_s: u64,
@@ -1068,6 +1073,24 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// One core's jiffies from /proc/stat: (busy, softirq, total).
+fn core_jiffies(core: usize) -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let name = format!("cpu{core}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f.get(3)? + f.get(4)?;
+    Some((total - idle, *f.get(6)?, total))
+}
+
 fn proc_cpu_s(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
@@ -1204,13 +1227,15 @@ fn quantile_ms(h: &RefCell<Option<Histogram<u64>>>, q: f64) -> Option<f64> {
 }
 
 /// Server metrics worth a delta: (report key, series).
-const SERVER_SERIES: [(&str, &str); 3] = [
+const SERVER_SERIES: [(&str, &str); 5] = [
     ("server_slow_disconnects", "ringcast_slow_disconnects_total"),
     (
         "server_stall_disconnects",
         "ringcast_stall_disconnects_total",
     ),
     ("server_resyncs", "ringcast_resyncs_total"),
+    ("server_fanout_paused", "ringcast_fanout_paused_total"),
+    ("server_ingest_ring_full", "ringcast_ingest_ring_full_total"),
 ];
 
 /// Runs `f` on a new runtime on this thread.
@@ -1534,6 +1559,7 @@ async fn run(args: Rc<Args>) -> String {
     }
     let rss1 = args.server_pid.and_then(proc_rss_kib);
     let cpu0 = args.server_pid.and_then(proc_cpu_s);
+    let core0 = args.server_core.and_then(core_jiffies);
     let t_pub = Instant::now();
     let mut storm = None;
     let publish_s;
@@ -1570,6 +1596,11 @@ async fn run(args: Rc<Args>) -> String {
         }
     }
     let cpu1 = args.server_pid.and_then(proc_cpu_s);
+    let core1 = args.server_core.and_then(core_jiffies);
+    let core_share = |f: fn((u64, u64, u64)) -> u64| match (core0, core1) {
+        (Some(a), Some(b)) if b.2 > a.2 => Some((f(b) - f(a)) as f64 / (b.2 - a.2) as f64),
+        _ => None,
+    };
     let self_end = proc_cpu_s(std::process::id());
     shared.phase.store(END, Relaxed);
     if let Some(t) = storm_thread {
@@ -1616,6 +1647,8 @@ async fn run(args: Rc<Args>) -> String {
         "connect_server_core_util": util(cpu_start, cpu_connect, connect_s),
         "connect_loadgen_core_util": util(self_start, self_connect, connect_s),
         "publish_server_core_util": util(cpu0, cpu1, publish_s),
+        "publish_server_core_busy_all": core_share(|c| c.0),
+        "publish_server_core_softirq": core_share(|c| c.1),
         "publish_loadgen_core_util": util(self_connect, self_end, publish_s),
         "ttfb_p50_ms": ttfb.value_at_quantile(0.5) as f64 / 1000.0,
         "ttfb_p99_ms": ttfb.value_at_quantile(0.99) as f64 / 1000.0,
@@ -1927,7 +1960,62 @@ async fn read_appending<R: AsyncReadRent>(
 
 #[cfg(test)]
 mod tests {
-    use super::{find_byte, frame_end, lines};
+    use super::{find_byte, frame_end, lines, Args};
+    use clap::Parser;
+
+    #[test]
+    fn market_subscriptions() {
+        let base = [
+            "ringcast-load",
+            "--subscribers",
+            "10000",
+            "--topics",
+            "2000",
+            "--venues",
+            "4",
+            "--topics-per-sub",
+            "20",
+            "--wildcard-pct",
+            "5",
+        ];
+        let rc = Args::parse_from(base);
+        let nc = Args::parse_from(base.iter().copied().chain(["--server", "nchan"]));
+        let mut per_topic = vec![0usize; 2000];
+        let mut sets = std::collections::HashSet::new();
+        let mut wild = [0usize; 4];
+        for i in 0..10_000 {
+            let topics = rc.sub_topics(i);
+            match rc.wildcard_of(i) {
+                Some((venue, _)) => {
+                    wild[venue] += 1;
+                    assert_eq!(topics.len(), 500);
+                    assert!(topics.iter().all(|t| t % 4 == venue));
+                    assert_eq!(rc.sub_path(i), format!("/events?topic=quotes.V{venue}.%3E"));
+                    let stand_in = nc.sub_topics(i);
+                    assert_eq!(stand_in.len(), 40);
+                    assert!(stand_in.iter().all(|t| t % 4 == venue));
+                }
+                None => {
+                    let mut sorted = topics.clone();
+                    sorted.sort_unstable();
+                    sorted.dedup();
+                    assert_eq!(sorted.len(), 20, "subscriber {i}: distinct topics");
+                    assert_eq!(nc.sub_topics(i), topics);
+                    assert_eq!(rc.sub_path(i).matches("topic=quotes.V").count(), 20);
+                    assert_eq!(nc.sub_path(i).split(',').count(), 20);
+                    sets.insert(sorted);
+                    for t in topics {
+                        per_topic[t] += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(wild, [125; 4]);
+        // Distinct sets; every topic on about the same number of subscribers.
+        assert_eq!(sets.len(), 9_500);
+        let (lo, hi) = (per_topic.iter().min(), per_topic.iter().max());
+        assert!(lo >= Some(&85) && hi <= Some(&105), "{lo:?}..{hi:?}");
+    }
 
     #[test]
     fn finds_bytes_and_frames() {
