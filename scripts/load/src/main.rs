@@ -19,6 +19,14 @@
 //! (`quotes.*.S<k>`) over topics `quotes.V<v>.S<k>`. In a storm the
 //! resumers run on a second thread, so that the generator's own storm work
 //! does not delay the publishers and stayers it measures.
+//!
+//! The market mode (`--topics-per-sub K`): each subscriber takes K topics in
+//! one multi-topic subscription (`/events?topic=a&topic=b...`; nchan:
+//! `/msub/a,b,...`), and `--wildcard-pct P` puts P% of them on a whole venue
+//! (`quotes.V<v>.>`; nchan, which has no wildcard, gets 2K channels of that
+//! venue instead: not the same load). Every subscriber knows the exact union
+//! of topics it should receive: loss, duplication and order are checked per
+//! (publisher, topic), and an event of a topic outside it is `misrouted`.
 
 mod notify;
 
@@ -81,6 +89,11 @@ struct Args {
     /// Server PID for CPU and RSS figures.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The core the server is pinned to: also report how busy that core
+    /// was from /proc/stat (any process, with interrupts and softirqs,
+    /// which loopback TCP does not always charge to the server's process).
+    #[arg(long)]
+    server_core: Option<usize>,
     /// Give up after this many seconds in all.
     #[arg(long, default_value_t = 60)]
     timeout_s: u64,
@@ -107,6 +120,19 @@ struct Args {
     /// subscriber.
     #[arg(long, default_value_t = 0)]
     venues: usize,
+    /// Market mode: each subscriber takes this many distinct topics in one
+    /// multi-topic subscription (ringcast: repeated `topic=`, at most
+    /// limits.topics_per_subscription; nchan: `/msub/a,b,...`). The sets
+    /// differ from subscriber to subscriber and every topic gets the same
+    /// number of subscribers. 0 = off.
+    #[arg(long, default_value_t = 0)]
+    topics_per_sub: usize,
+    /// Market mode: this share of the subscribers subscribe to a whole venue
+    /// (ringcast: `quotes.V<v>.>`, needs --venues), spread evenly over the
+    /// venues. nchan cannot express a wildcard: there they take 2 ×
+    /// --topics-per-sub channels of that venue instead (not the same load).
+    #[arg(long, default_value_t = 0.0)]
+    wildcard_pct: f64,
     /// Resume storm: this share of the subscribers (the resumers) drop their
     /// connections at once after --warmup-s + --baseline-s of publishing and
     /// reconnect at once with Last-Event-ID once --resume-back more events
@@ -150,8 +176,68 @@ impl Args {
             v => format!("quotes.V{}.S{}", t % v, t / v),
         }
     }
+    fn market(&self) -> bool {
+        self.topics_per_sub > 0
+    }
+    /// Market mode: the venue of subscriber `idx` if it is a wildcard
+    /// subscriber, with its rank among them.
+    fn wildcard_of(&self, idx: usize) -> Option<(usize, usize)> {
+        if !self.market() || self.venues == 0 || self.wildcard_pct <= 0.0 {
+            return None;
+        }
+        let p = self.wildcard_pct / 100.0;
+        let (now, next) = ((idx as f64 * p).floor(), ((idx + 1) as f64 * p).floor());
+        (next > now).then(|| {
+            let rank = now as usize;
+            (rank % self.venues, rank)
+        })
+    }
+    /// Market mode: subscriber `idx`'s own topics, `idx % topics + j * q`
+    /// (j < K) modulo the topic count, with q coprime to it: distinct
+    /// topics, a different set for every subscriber of a round of `topics`
+    /// subscribers (q changes from round to round), and each topic taken
+    /// by exactly K subscribers per round.
+    fn market_topics(&self, idx: usize) -> Vec<usize> {
+        let (n, k) = (self.topics, self.topics_per_sub);
+        let gcd = |mut a: usize, mut b: usize| {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        };
+        let mut q = n / k + 1;
+        let mut skip = idx / n;
+        loop {
+            if gcd(q, n) == 1 {
+                if skip == 0 {
+                    break;
+                }
+                skip -= 1;
+            }
+            q += 1;
+        }
+        (0..k).map(|j| (idx % n + j * q) % n).collect()
+    }
     /// The topic indexes subscriber `idx` receives.
     fn sub_topics(&self, idx: usize) -> Vec<usize> {
+        if let Some((venue, rank)) = self.wildcard_of(idx) {
+            let v = self.venues;
+            return match self.server.as_str() {
+                // The nchan stand-in: 2K symbols of the venue, a different
+                // run of them for each wildcard subscriber of the venue.
+                "nchan" => {
+                    let syms = self.symbols();
+                    let from = rank / v * 2 * self.topics_per_sub;
+                    (0..2 * self.topics_per_sub)
+                        .map(|j| (from + j) % syms * v + venue)
+                        .collect()
+                }
+                _ => (0..self.symbols()).map(|s| s * v + venue).collect(),
+            };
+        }
+        if self.market() {
+            return self.market_topics(idx);
+        }
         match self.venues {
             0 => vec![idx % self.topics],
             v => {
@@ -161,6 +247,24 @@ impl Args {
         }
     }
     fn sub_path(&self, idx: usize) -> String {
+        if self.market() {
+            let topics = self.sub_topics(idx);
+            return match (self.server.as_str(), self.wildcard_of(idx)) {
+                ("nchan", _) => {
+                    let ids: Vec<String> = topics.iter().map(|t| format!("t{t}")).collect();
+                    format!("/msub/{}", ids.join(","))
+                }
+                // `>` percent-encoded: it is not a URI character.
+                (_, Some((venue, _))) => format!("/events?topic=quotes.V{venue}.%3E"),
+                (_, None) => {
+                    let q: Vec<String> = topics
+                        .iter()
+                        .map(|&t| format!("topic={}", self.topic_name(t)))
+                        .collect();
+                    format!("/events?{}", q.join("&"))
+                }
+            };
+        }
         match (self.server.as_str(), self.venues) {
             ("nchan", 0) => format!("/sub/t{}", idx % self.topics),
             ("nchan", _) => {
@@ -193,7 +297,7 @@ impl Args {
     }
     /// The extra figures of the burst and storm modes go in the report.
     fn extras(&self) -> bool {
-        self.batch > 1 || self.storm() || self.server_metrics
+        self.batch > 1 || self.storm() || self.server_metrics || self.market()
     }
 }
 
@@ -237,6 +341,8 @@ struct Stats {
     lost: Cell<u64>,
     dup: Cell<u64>,
     reordered: Cell<u64>,
+    /// Events of a topic the subscriber did not subscribe to.
+    misrouted: Cell<u64>,
     published: Cell<u64>,
     publish_errors: Cell<u64>,
     connected: Cell<usize>,
@@ -329,10 +435,12 @@ impl Dechunk {
 /// Per-subscriber state, kept across a resume: sequence tracking per
 /// (publishing connection, topic).
 struct Tracker {
-    /// (publisher * topics + topic, last sequence seen): a few entries.
-    last_seq: Vec<(u64, u64)>,
+    /// The topics this subscriber should receive, sorted.
+    topics: Vec<u64>,
+    publishers: u64,
+    /// Last sequence seen, at `slot of the topic * publishers + publisher`.
+    last_seq: Vec<u64>,
     received: u64,
-    topics: u64,
     role: Role,
     /// This subscriber's own gaps, duplicates and reorders.
     faults: u64,
@@ -346,11 +454,16 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn new(role: Role, topics: usize) -> Self {
+    fn new(role: Role, topics: &[usize], publishers: usize) -> Self {
+        let mut topics: Vec<u64> = topics.iter().map(|&t| t as u64).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let publishers = publishers.max(1) as u64;
         Self {
-            last_seq: Vec::new(),
+            last_seq: vec![0; topics.len() * publishers as usize],
+            topics,
+            publishers,
             received: 0,
-            topics: topics as u64,
             role,
             faults: 0,
             resyncs: 0,
@@ -448,15 +561,17 @@ fn parse_events(body: &mut Vec<u8>, t: &mut Tracker, stats: &Stats, base: Instan
             let publisher = num(it.next());
             let seq = num(it.next());
             let ts = num(it.next());
-            let key = publisher * t.topics + topic;
-            let slot = match t.last_seq.iter().position(|(k, _)| *k == key) {
-                Some(i) => i,
-                None => {
-                    t.last_seq.push((key, 0));
-                    t.last_seq.len() - 1
+            let slot = match t.topics.binary_search(&topic) {
+                Ok(i) if publisher < t.publishers => i * t.publishers as usize + publisher as usize,
+                _ => {
+                    // Not one of its topics (or not a publisher of this
+                    // run): the server routed it wrongly.
+                    stats.misrouted.set(stats.misrouted.get() + 1);
+                    t.faults += 1;
+                    continue;
                 }
             };
-            let last = &mut t.last_seq[slot].1;
+            let last = &mut t.last_seq[slot];
             let now = base.elapsed().as_micros() as u64;
             let latency = now.saturating_sub(ts);
             record(&stats.latency_us, latency);
@@ -723,7 +838,7 @@ async fn subscriber(
         // timer keeps this one's waker past the run's end.)
         monoio::time::sleep(Duration::from_secs(args.timeout_s + 60)).await;
     }
-    let mut tracker = Tracker::new(role, args.topics);
+    let mut tracker = Tracker::new(role, &args.sub_topics(idx), args.inflight);
     loop {
         match pump(&stats, &mut stream, &mut tracker, idx, expected, base).await {
             Pump::Done => break,
@@ -958,6 +1073,24 @@ fn metric(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// One core's jiffies from /proc/stat: (busy, softirq, total).
+fn core_jiffies(core: usize) -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let name = format!("cpu{core}");
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f.get(3)? + f.get(4)?;
+    Some((total - idle, *f.get(6)?, total))
+}
+
 fn proc_cpu_s(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
@@ -989,6 +1122,28 @@ fn check(args: &Args) -> Result<(), String> {
     }
     if args.venues > 0 && !args.topics.is_multiple_of(args.venues) {
         return Err("--topics must be a multiple of --venues".into());
+    }
+    if args.market() {
+        if args.topics_per_sub > args.topics {
+            return Err("--topics-per-sub is more than --topics".into());
+        }
+        if !(0.0..=100.0).contains(&args.wildcard_pct) {
+            return Err("--wildcard-pct is a percentage".into());
+        }
+        if args.wildcard_pct > 0.0 && args.venues == 0 {
+            return Err("--wildcard-pct needs --venues (a wildcard takes a whole venue)".into());
+        }
+        if args.wildcard_pct > 0.0 && 2 * args.topics_per_sub > args.symbols() {
+            return Err(
+                "--wildcard-pct: nchan's stand-in needs 2 × --topics-per-sub symbols per venue"
+                    .into(),
+            );
+        }
+        if args.storm() {
+            return Err("--topics-per-sub runs without a resume storm".into());
+        }
+    } else if args.wildcard_pct > 0.0 {
+        return Err("--wildcard-pct needs --topics-per-sub".into());
     }
     if args.storm() {
         if args.resumers_pct > 100.0 {
@@ -1072,13 +1227,15 @@ fn quantile_ms(h: &RefCell<Option<Histogram<u64>>>, q: f64) -> Option<f64> {
 }
 
 /// Server metrics worth a delta: (report key, series).
-const SERVER_SERIES: [(&str, &str); 3] = [
+const SERVER_SERIES: [(&str, &str); 5] = [
     ("server_slow_disconnects", "ringcast_slow_disconnects_total"),
     (
         "server_stall_disconnects",
         "ringcast_stall_disconnects_total",
     ),
     ("server_resyncs", "ringcast_resyncs_total"),
+    ("server_fanout_paused", "ringcast_fanout_paused_total"),
+    ("server_ingest_ring_full", "ringcast_ingest_ring_full_total"),
 ];
 
 /// Runs `f` on a new runtime on this thread.
@@ -1117,12 +1274,13 @@ struct Tally {
 
 /// The counters and histograms a subscriber updates, in one order for
 /// `tally` and `merge`.
-fn subscriber_counters(s: &Stats) -> [&Cell<u64>; 7] {
+fn subscriber_counters(s: &Stats) -> [&Cell<u64>; 8] {
     [
         &s.delivered,
         &s.lost,
         &s.dup,
         &s.reordered,
+        &s.misrouted,
         &s.ended_short,
         &s.resyncs,
         &s.replayed,
@@ -1401,6 +1559,7 @@ async fn run(args: Rc<Args>) -> String {
     }
     let rss1 = args.server_pid.and_then(proc_rss_kib);
     let cpu0 = args.server_pid.and_then(proc_cpu_s);
+    let core0 = args.server_core.and_then(core_jiffies);
     let t_pub = Instant::now();
     let mut storm = None;
     let publish_s;
@@ -1437,6 +1596,11 @@ async fn run(args: Rc<Args>) -> String {
         }
     }
     let cpu1 = args.server_pid.and_then(proc_cpu_s);
+    let core1 = args.server_core.and_then(core_jiffies);
+    let core_share = |f: fn((u64, u64, u64)) -> u64| match (core0, core1) {
+        (Some(a), Some(b)) if b.2 > a.2 => Some((f(b) - f(a)) as f64 / (b.2 - a.2) as f64),
+        _ => None,
+    };
     let self_end = proc_cpu_s(std::process::id());
     shared.phase.store(END, Relaxed);
     if let Some(t) = storm_thread {
@@ -1483,6 +1647,8 @@ async fn run(args: Rc<Args>) -> String {
         "connect_server_core_util": util(cpu_start, cpu_connect, connect_s),
         "connect_loadgen_core_util": util(self_start, self_connect, connect_s),
         "publish_server_core_util": util(cpu0, cpu1, publish_s),
+        "publish_server_core_busy_all": core_share(|c| c.0),
+        "publish_server_core_softirq": core_share(|c| c.1),
         "publish_loadgen_core_util": util(self_connect, self_end, publish_s),
         "ttfb_p50_ms": ttfb.value_at_quantile(0.5) as f64 / 1000.0,
         "ttfb_p99_ms": ttfb.value_at_quantile(0.99) as f64 / 1000.0,
@@ -1509,6 +1675,7 @@ async fn run(args: Rc<Args>) -> String {
         "unfinished_subscribers": unfinished,
         "duplicated": stats.dup.get(),
         "reordered": stats.reordered.get(),
+        "misrouted": stats.misrouted.get(),
         "server_cpu_s_per_million_deliveries": cpu_per_m,
         "server_rss_bytes_per_connection": rss_per_conn,
         "publish_seconds": publish_s,
@@ -1537,6 +1704,26 @@ async fn run(args: Rc<Args>) -> String {
             },
         );
         put("subscribers_disconnected", stats.disconnected.get().into());
+        if args.market() {
+            let wild = (0..n).filter(|&i| args.wildcard_of(i).is_some()).count();
+            put("topics_per_sub", args.topics_per_sub.into());
+            put("wildcard_subscribers", wild.into());
+            put(
+                "wildcard_as",
+                match args.server.as_str() {
+                    "nchan" => format!(
+                        "{} channels of the venue (nchan has no wildcard: not the same load)",
+                        2 * args.topics_per_sub
+                    ),
+                    _ => format!(
+                        "quotes.V<v>.> (all {} symbols of the venue)",
+                        args.symbols()
+                    ),
+                }
+                .into(),
+            );
+            put("expected_deliveries", expected_total.into());
+        }
         put("ack_p50_ms", quantile_ms(&stats.ack_us, 0.5).into());
         put("ack_p99_ms", quantile_ms(&stats.ack_us, 0.99).into());
         for (key, series) in SERVER_SERIES {
@@ -1773,7 +1960,62 @@ async fn read_appending<R: AsyncReadRent>(
 
 #[cfg(test)]
 mod tests {
-    use super::{find_byte, frame_end, lines};
+    use super::{find_byte, frame_end, lines, Args};
+    use clap::Parser;
+
+    #[test]
+    fn market_subscriptions() {
+        let base = [
+            "ringcast-load",
+            "--subscribers",
+            "10000",
+            "--topics",
+            "2000",
+            "--venues",
+            "4",
+            "--topics-per-sub",
+            "20",
+            "--wildcard-pct",
+            "5",
+        ];
+        let rc = Args::parse_from(base);
+        let nc = Args::parse_from(base.iter().copied().chain(["--server", "nchan"]));
+        let mut per_topic = vec![0usize; 2000];
+        let mut sets = std::collections::HashSet::new();
+        let mut wild = [0usize; 4];
+        for i in 0..10_000 {
+            let topics = rc.sub_topics(i);
+            match rc.wildcard_of(i) {
+                Some((venue, _)) => {
+                    wild[venue] += 1;
+                    assert_eq!(topics.len(), 500);
+                    assert!(topics.iter().all(|t| t % 4 == venue));
+                    assert_eq!(rc.sub_path(i), format!("/events?topic=quotes.V{venue}.%3E"));
+                    let stand_in = nc.sub_topics(i);
+                    assert_eq!(stand_in.len(), 40);
+                    assert!(stand_in.iter().all(|t| t % 4 == venue));
+                }
+                None => {
+                    let mut sorted = topics.clone();
+                    sorted.sort_unstable();
+                    sorted.dedup();
+                    assert_eq!(sorted.len(), 20, "subscriber {i}: distinct topics");
+                    assert_eq!(nc.sub_topics(i), topics);
+                    assert_eq!(rc.sub_path(i).matches("topic=quotes.V").count(), 20);
+                    assert_eq!(nc.sub_path(i).split(',').count(), 20);
+                    sets.insert(sorted);
+                    for t in topics {
+                        per_topic[t] += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(wild, [125; 4]);
+        // Distinct sets; every topic on about the same number of subscribers.
+        assert_eq!(sets.len(), 9_500);
+        let (lo, hi) = (per_topic.iter().min(), per_topic.iter().max());
+        assert!(lo >= Some(&85) && hi <= Some(&105), "{lo:?}..{hi:?}");
+    }
 
     #[test]
     fn finds_bytes_and_frames() {
