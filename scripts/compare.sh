@@ -150,12 +150,14 @@ scenarios=(
   "h_burst|1|--subscribers 50 --topics 1 --events 19200 --batch 480 --size 2048 --inflight 8 --server-metrics"
   "i_resume_storm|1|--subscribers 10000 --topics 400 --venues 2 --events 12000 --rate 1000 --inflight 8 --resumers-pct 90 --resume-back 1000 --source-ips 8 --server-metrics"
   "j_market|1|$market_args"
-  # The coalescing windows. Off until ringcast has sse.write_delay_ms: this
-  # build exits 2 on it ("unknown configuration key `sse.write_delay_ms`"),
-  # and a row whose server does not start is skipped. Uncomment with it.
-  # "j_market_w1|1|$market_args|RINGCAST_SSE_WRITE_DELAY_MS=1"
-  # "j_market_w5|1|$market_args|RINGCAST_SSE_WRITE_DELAY_MS=5"
-  # "j_market_w20|1|$market_args|RINGCAST_SSE_WRITE_DELAY_MS=20"
+  # The coalescing windows (sse.write_delay_ms), ringcast only, compared
+  # with nchan's row without a window.
+  "j_market_w1|1|$market_args|RINGCAST_SSE_WRITE_DELAY_MS=1"
+  "j_market_w5|1|$market_args|RINGCAST_SSE_WRITE_DELAY_MS=5"
+  "j_market_w20|1|$market_args|RINGCAST_SSE_WRITE_DELAY_MS=20"
+  "b10k_100topics_w1|1|--subscribers 10000 --topics 100 --events 20000 --inflight 16|RINGCAST_SSE_WRITE_DELAY_MS=1"
+  "b10k_100topics_w5|1|--subscribers 10000 --topics 100 --events 20000 --inflight 16|RINGCAST_SSE_WRITE_DELAY_MS=5"
+  "b10k_100topics_w20|1|--subscribers 10000 --topics 100 --events 20000 --inflight 16|RINGCAST_SSE_WRITE_DELAY_MS=20"
 )
 want=("$@")
 # A full name, or one letter for every scenario of that letter.

@@ -111,6 +111,24 @@ impl LocalNotify {
         self.until(|| self.count.get() != seen).await
     }
 
+    /// Waits for the next notification, like [`LocalNotify::notified`] but
+    /// without looking for this task among the waiters first: for
+    /// thousands of tasks waiting on one notification at once (the
+    /// write-coalescing tick), where that search would be quadratic. A task
+    /// polled twice while waiting is listed (and woken) twice; harmless.
+    pub(crate) async fn next_many(&self) {
+        let seen = self.count.get();
+        poll_fn(|cx| {
+            if self.count.get() != seen {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// Waits until `cond` holds, re-checking after each notification.
     /// A task already waiting is not added again, so a loop that re-creates
     /// this future (the accept loop does, once per connection) keeps the

@@ -43,7 +43,7 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
     let mut client_gone = false;
     let mut batch = Batch::new();
     let mut retry_sent = false;
-    let window = std::time::Duration::from_millis(w.shared.cfg.sse.write_delay_ms);
+    let window = w.shared.cfg.sse.write_delay_ms;
     // The coalescing window was already given to the frames queued now.
     let mut held = false;
     loop {
@@ -79,18 +79,21 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
         }
         let fresh = batch.is_empty();
         let front = if fresh { conn.front_live_born() } else { None };
-        if !window.is_zero()
+        if window > 0
             && !held
             && front.is_some()
             && !conn.is_draining()
             && conn.pending() < w.shared.cfg.sse.max_pending_bytes / 2
         {
-            // sse.write_delay_ms: let more events join this write.
+            // sse.write_delay_ms: let more events join this write, until
+            // the worker's next flush tick (at most the window away).
             held = true;
+            w.hold_write();
             monoio::select! {
-                _ = monoio::time::sleep(window) => {}
+                _ = w.flush.next_many() => {}
                 _ = conn.killed() => {}
             }
+            w.release_write();
             continue;
         }
         if let Some(born) = front {
