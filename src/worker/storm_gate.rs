@@ -14,8 +14,8 @@
 //!   rate halves; an on-time timer lets it grow again (up to
 //!   [`MAX_RATE`]). The rate applies only while the worker carries live
 //!   traffic (ring messages in the last [`QUIET_PERIODS`] ms): with nothing
-//!   to protect, a connection storm passes at full speed (only the
-//!   concurrency bound holds), and on a worker busy with live traffic it
+//!   to protect, a connection storm passes at full speed (neither bound
+//!   holds), and on a worker busy with live traffic it
 //!   takes only the time that traffic leaves free.
 //!
 //! Before the rate bound, a drop of 9,000 resumers (each close costs 20-30
@@ -79,10 +79,14 @@ impl StormGate {
     }
 
     /// Waits for a token, then for a place in the group. Hold the permit
-    /// across one [`super::local::yield_now`] at the end of the work.
-    pub(crate) async fn acquire(&self) -> Permit<'_> {
+    /// across one [`super::local::yield_now`] at the end of the work. A
+    /// quiet worker has nothing to protect: no token, no group (None).
+    pub(crate) async fn acquire(&self) -> Option<Permit<'_>> {
+        if self.is_quiet() {
+            return None;
+        }
         self.token().await;
-        self.group.acquire().await
+        Some(self.group.acquire().await)
     }
 
     /// Live traffic reached the worker (called by the ring drain).
