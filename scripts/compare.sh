@@ -150,6 +150,11 @@ scenarios=(
   "h_burst|1|--subscribers 50 --topics 1 --events 19200 --batch 480 --size 2048 --inflight 8 --server-metrics"
   "i_resume_storm|1|--subscribers 10000 --topics 400 --venues 2 --events 12000 --rate 1000 --inflight 8 --resumers-pct 90 --resume-back 1000 --source-ips 8 --server-metrics"
   "j_market|1|$market_args"
+  # 100 topics at a moderate rate (issue 11: p99 at most 2 ms, median of
+  # interleaved repeats, and no worse than nchan's median).
+  "k100_rate500|1|--subscribers 10000 --topics 100 --events 5000 --rate 500 --inflight 4"
+  "k100_rate500|1|--subscribers 10000 --topics 100 --events 5000 --rate 500 --inflight 4"
+  "k100_rate500|1|--subscribers 10000 --topics 100 --events 5000 --rate 500 --inflight 4"
   # The coalescing windows (sse.write_delay_ms), ringcast only, compared
   # with nchan's row without a window.
   "j_market_w1|1|$market_args|RINGCAST_SSE_WRITE_DELAY_MS=1"
