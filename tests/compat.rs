@@ -16,15 +16,7 @@ fn compat_dir() -> PathBuf {
 
 /// True when the dependency is present; panics in CI when it is not.
 fn require(present: bool, what: &str) -> bool {
-    if present {
-        return true;
-    }
-    let msg = format!("{what} is not installed (see .ci/run: npm ci --prefix tests/compat, pip install -r tests/compat/requirements.txt, apt-get install chromium)");
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+    support::require(present, what, "npm ci --prefix tests/compat, pip install -r tests/compat/requirements.txt, apt-get install chromium")
 }
 
 fn run(cmd: &mut Command) {

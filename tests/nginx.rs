@@ -19,15 +19,7 @@ use support::*;
 
 /// True when the tool is present; panics in CI when it is not.
 fn require(present: bool, what: &str) -> bool {
-    if present {
-        return true;
-    }
-    let msg = format!("{what} is not installed (see .ci/run: apt-get install nginx openssl curl)");
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+    support::require(present, what, "apt-get install nginx openssl curl")
 }
 
 fn runs(cmd: &str, args: &[&str]) -> Option<String> {
@@ -267,25 +259,9 @@ impl Stream {
         Self::open_on(connect(addr), path, headers)
     }
 
-    fn open_on(mut s: TcpStream, path: &str, headers: &[(&str, &str)]) -> Stream {
+    fn open_on(s: TcpStream, path: &str, headers: &[(&str, &str)]) -> Stream {
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        let mut r = BufReader::new(s);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            let n = r.read_line(&mut line).unwrap();
-            assert!(n > 0, "connection closed in the head: {head:?}");
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
+        let (r, head) = send_get(s, path, headers);
         let status = head[9..12].parse().unwrap();
         let chunked = head
             .lines()

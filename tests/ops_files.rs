@@ -24,16 +24,7 @@ fn read(rel: &str) -> String {
 /// `present`, or else: a failure under CI (which installs the tool), a
 /// skip elsewhere.
 fn require(present: bool, what: &str) -> bool {
-    if present {
-        return true;
-    }
-    let msg =
-        format!("{what} is not installed (see .ci/run: apt-get install prometheus python3-yaml)");
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+    support::require(present, what, "apt-get install prometheus python3-yaml")
 }
 
 fn succeeds(cmd: &mut Command) -> bool {

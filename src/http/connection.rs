@@ -114,9 +114,10 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
         // Every answer names its request: the proxy's id, or this
         // connection's (the `conn` field of its log lines).
         let mut cors = response::cors_headers(&cfg.cors, head.origin());
-        cors.push_str("X-Request-ID: ");
-        cors.push_str(&conn.request_id());
-        cors.push_str("\r\n");
+        {
+            use std::fmt::Write as _;
+            let _ = write!(cors, "X-Request-ID: {}\r\n", conn.request_id());
+        }
         if over_ip_limit && !is_ops_path(head.path()) {
             tracing::debug!(
                 conn = conn.id,

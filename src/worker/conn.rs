@@ -38,6 +38,22 @@ pub(crate) struct Queued {
     pub(crate) topic: Option<Arc<str>>,
 }
 
+/// [`Conn::request_id`], written without allocating.
+pub(crate) struct RequestId<'a>(&'a Conn);
+
+impl std::fmt::Display for RequestId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.0;
+        let proxy = c.proxy_request_id.take();
+        let r = match &proxy {
+            Some(id) => f.write_str(id),
+            None => write!(f, "{}", c.id),
+        };
+        c.proxy_request_id.set(proxy);
+        r
+    }
+}
+
 /// Why a connection is being closed by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CloseReason {
@@ -177,15 +193,9 @@ impl Conn {
     }
 
     /// The id answered as `X-Request-ID` and logged as `request_id`: the
-    /// proxy's, else this connection's own id.
-    pub(crate) fn request_id(&self) -> String {
-        let p = self.proxy_request_id.take();
-        let out = match &p {
-            Some(r) => r.to_string(),
-            None => self.id.to_string(),
-        };
-        self.proxy_request_id.set(p);
-        out
+    /// proxy's, else this connection's own id. Displayed in place, no copy.
+    pub(crate) fn request_id(&self) -> RequestId<'_> {
+        RequestId(self)
     }
 
     /// Fresh state for an accepted connection.

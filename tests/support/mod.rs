@@ -394,24 +394,7 @@ impl Sse {
     }
 
     pub fn open_with(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> Sse {
-        let mut s = connect(addr);
-        let mut req = format!("GET /events?{query} HTTP/1.1\r\nHost: t\r\n");
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        let mut r = BufReader::new(s);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            let n = r.read_line(&mut line).unwrap();
-            assert!(n > 0, "connection closed in the head: {head:?}");
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
+        let (r, head) = send_get(connect(addr), &format!("/events?{query}"), headers);
         let status = head[9..12].parse().unwrap();
         let headers = head
             .lines()
@@ -547,4 +530,46 @@ impl Server {
             std::thread::sleep(Duration::from_millis(25));
         }
     }
+}
+
+/// Sends `GET path` with `headers` on `s` and reads the response head
+/// (through the blank line); returns the reader, positioned at the body.
+pub fn send_get(
+    mut s: TcpStream,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (BufReader<TcpStream>, String) {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).unwrap();
+        assert!(n > 0, "connection closed in the head: {head:?}");
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    (r, head)
+}
+
+/// True when an external tool a test needs is present. Missing, it fails
+/// the test in CI (env `CI` set) and skips it elsewhere, saying how to
+/// install it (`install`).
+pub fn require(present: bool, what: &str, install: &str) -> bool {
+    if present {
+        return true;
+    }
+    let msg = format!("{what} is not installed (see .ci/run: {install})");
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
 }
