@@ -30,13 +30,15 @@
 //! - `demo`: the `--demo` simulated quote feed and its page.
 //! - [`sys`]: the few raw system calls, with their safety proofs.
 //!
-//! Places are kept for `auth/` (token → grant, pure; used by `http` and
-//! `worker`) and `cluster/` (the JetStream bridge thread, which takes the
+//! - `auth`: tokens → grants (pure; used by `http` and `worker`).
+//!
+//! A place is kept for `cluster/` (the JetStream bridge thread, which takes the
 //! sequencer's place and feeds the same rings).
 
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod auth;
 pub mod config;
 mod demo;
 pub mod error;

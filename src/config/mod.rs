@@ -31,6 +31,8 @@ pub struct Config {
     pub log: Log,
     /// `[demo]`
     pub demo: Demo,
+    /// `[auth]`
+    pub auth: Auth,
 }
 
 /// Which io driver the workers run.
@@ -174,6 +176,8 @@ pub struct Limits {
     pub header_timeout_ms: u64,
     /// Bytes per request head.
     pub max_header_bytes: usize,
+    /// Events per second per token holder on `/publish` (0 = no limit).
+    pub publish_rate_per_token: u64,
 }
 
 impl Default for Limits {
@@ -186,7 +190,47 @@ impl Default for Limits {
             max_body_bytes: 1 << 20,
             header_timeout_ms: 10_000,
             max_header_bytes: 16 << 10,
+            publish_rate_per_token: 0,
         }
+    }
+}
+
+/// `[auth]`: JWT verification (SPEC §5). Auth is on when either key is set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Shared secret for HS256 tokens.
+    pub hs256_secret: Option<String>,
+    /// PEM file (one or more RSA or EC public keys) or JWKS document for
+    /// RS256 / ES256 tokens; reloaded on SIGHUP.
+    pub public_key_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway_ms: u64,
+    /// How far `subscribe_delayed` grants lag the real-time stream.
+    pub delay_ms: u64,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            hs256_secret: None,
+            public_key_file: None,
+            leeway_ms: 0,
+            delay_ms: 900_000,
+            issuer: None,
+            audience: None,
+        }
+    }
+}
+
+impl Auth {
+    /// True when tokens are required.
+    pub fn enabled(&self) -> bool {
+        self.hs256_secret.is_some() || self.public_key_file.is_some()
     }
 }
 
@@ -363,6 +407,12 @@ impl Config {
         if self.demo.events_per_sec > 1_000_000 {
             return bad("demo.events_per_sec", "must be at most 1000000");
         }
+        if self.auth.hs256_secret.as_deref() == Some("") {
+            return bad("auth.hs256_secret", "must not be empty");
+        }
+        if self.auth.delay_ms > 7 * 24 * 3_600_000 {
+            return bad("auth.delay_ms", "must be at most 604800000 (7 days)");
+        }
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections", "must be greater than 0");
         }
@@ -430,7 +480,7 @@ mod tests {
         )
         .unwrap();
         let schema = load::Schema::of_defaults();
-        assert_eq!(schema.keys().count(), 32, "the schema lists every key");
+        assert_eq!(schema.keys().count(), 39, "the schema lists every key");
         for (section, key) in schema.keys() {
             let body = text
                 .split(&format!("[{section}]\n"))
@@ -499,14 +549,11 @@ mod tests {
                 ("RINGCAST_SERVER_TRUSTED_PROXIES", "10.1.0.0/8"),
                 "did you mean \"10.0.0.0/8\"",
             ),
-            (("RINGCAST_AUTH_HS256_SECRET", "s3cret"), "auth"),
+            (("RINGCAST_AUTH_HS256_SECRET", "\"\""), "auth.hs256_secret"),
+            (("RINGCAST_AUTH_DELAY_MS", "-1"), "auth.delay_ms"),
             (
                 ("RINGCAST_CLUSTER_NATS_URL", "nats://127.0.0.1:4222"),
                 "cluster",
-            ),
-            (
-                ("RINGCAST_LIMITS_PUBLISH_RATE_PER_TOKEN", "5"),
-                "limits.publish_rate_per_token",
             ),
         ];
         for ((k, v), want) in cases {
