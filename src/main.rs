@@ -72,6 +72,7 @@ fn run(cli: Cli) -> Result<(), StartError> {
     };
     let cfg = Config::load(&overrides, std::env::vars())?;
     if cli.check_config {
+        ringcast::runtime::check(&cfg)?;
         println!(
             "ringcast: configuration ok (listen {}, {} workers, io_driver {:?})",
             cfg.server.listen,
@@ -104,7 +105,20 @@ fn run(cli: Cli) -> Result<(), StartError> {
         server.local_addr()
     );
     ringcast::ops::notify::notify_systemd("READY=1");
-    let signal = ringcast::ops::signals::wait(&mut signals);
+    let signal = loop {
+        let signal = ringcast::ops::signals::wait(&mut signals);
+        if signal != ringcast::ops::signals::RELOAD {
+            break signal;
+        }
+        // SIGHUP: only the [auth] keys and secret are taken from the
+        // reloaded configuration; everything else needs a restart.
+        match Config::load(&overrides, std::env::vars()) {
+            Ok(fresh) => server.reload_auth(&fresh),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP: the configuration does not load; keeping the old auth keys")
+            }
+        }
+    };
     tracing::info!(signal, "shutdown: draining");
     server.shutdown(timeout);
     Ok(())

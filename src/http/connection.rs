@@ -161,7 +161,7 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
         };
         w.timers.disarm_header(&conn);
         let keep_alive = head.keep_alive && !w.draining.get();
-        let out = match router::route(&w, &head, body, &cors).await {
+        let out = match router::route(&w, conn.id, &head, body, &cors).await {
             Ok((status, bytes)) => {
                 w.metrics.response(status);
                 bytes

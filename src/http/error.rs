@@ -13,6 +13,13 @@ pub(crate) enum HttpError {
     /// 400 for an ndjson batch: the 1-based line and what is wrong with it.
     #[error("line {0}: {1}")]
     BadLine(usize, String),
+    /// 401 with a code and sentence (`unauthorized`: no token;
+    /// `invalid_token`: one that does not verify).
+    #[error("{1}")]
+    Unauthorized(&'static str, &'static str),
+    /// 403: the token does not cover the topic or pattern.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// 404
     #[error("no such path")]
     NotFound,
@@ -41,6 +48,8 @@ impl HttpError {
     pub(crate) fn status(&self) -> u16 {
         match self {
             HttpError::BadRequest(..) | HttpError::BadLine(..) => 400,
+            HttpError::Unauthorized(..) => 401,
+            HttpError::Forbidden(_) => 403,
             HttpError::NotFound => 404,
             HttpError::MethodNotAllowed(_) => 405,
             HttpError::Timeout => 408,
@@ -54,7 +63,10 @@ impl HttpError {
     /// Stable machine-readable code.
     pub(crate) fn code(&self) -> &'static str {
         match self {
-            HttpError::BadRequest(code, _) | HttpError::TooLarge(code, _) => code,
+            HttpError::BadRequest(code, _)
+            | HttpError::TooLarge(code, _)
+            | HttpError::Unauthorized(code, _) => code,
+            HttpError::Forbidden(_) => "forbidden",
             HttpError::BadLine(..) => "invalid_line",
             HttpError::NotFound => "not_found",
             HttpError::MethodNotAllowed(_) => "method_not_allowed",
@@ -68,8 +80,11 @@ impl HttpError {
     /// Human sentence.
     pub(crate) fn message(&self) -> Cow<'static, str> {
         match self {
-            HttpError::BadRequest(_, m) | HttpError::TooLarge(_, m) => Cow::Borrowed(m),
-            HttpError::RateLimited(m, _)
+            HttpError::BadRequest(_, m)
+            | HttpError::TooLarge(_, m)
+            | HttpError::Unauthorized(_, m) => Cow::Borrowed(m),
+            HttpError::Forbidden(m)
+            | HttpError::RateLimited(m, _)
             | HttpError::HeadersTooLarge(m)
             | HttpError::Unavailable(m, _) => Cow::Borrowed(m),
             other => Cow::Owned(other.to_string()),
@@ -83,6 +98,11 @@ impl HttpError {
             HttpError::RateLimited(_, s) | HttpError::Unavailable(_, s) => {
                 format!("Retry-After: {s}\r\n")
             }
+            // RFC 6750 §3: no error attribute when no token was sent.
+            HttpError::Unauthorized("invalid_token", _) => {
+                "WWW-Authenticate: Bearer realm=\"ringcast\", error=\"invalid_token\"\r\n".into()
+            }
+            HttpError::Unauthorized(..) => "WWW-Authenticate: Bearer realm=\"ringcast\"\r\n".into(),
             _ => String::new(),
         }
     }
@@ -115,6 +135,12 @@ mod tests {
                 "invalid_topic",
             ),
             (HttpError::BadLine(3, "bad".into()), 400, "invalid_line"),
+            (
+                HttpError::Unauthorized("unauthorized", "x"),
+                401,
+                "unauthorized",
+            ),
+            (HttpError::Forbidden("x"), 403, "forbidden"),
             (HttpError::NotFound, 404, "not_found"),
             (
                 HttpError::MethodNotAllowed("GET"),

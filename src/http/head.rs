@@ -74,6 +74,10 @@ pub(crate) struct Head {
     /// Every `X-Forwarded-For` field value, trimmed, in order (empty, and
     /// unallocated, when there is none).
     forwarded_for: Vec<Range<usize>>,
+    /// `Authorization`, trimmed.
+    authorization: Option<Range<usize>>,
+    /// The first `Cookie` header that carries `ringcast_token`.
+    cookie: Option<Range<usize>>,
 }
 
 /// See [`Head::request_id`].
@@ -127,6 +131,16 @@ impl Head {
     /// The `X-Forwarded-For` field values, in the order they appeared.
     pub(crate) fn forwarded_for(&self) -> impl DoubleEndedIterator<Item = &str> {
         self.forwarded_for.iter().map(|r| self.text(r))
+    }
+
+    /// The `Authorization` header's value.
+    pub(crate) fn authorization(&self) -> Option<&str> {
+        self.authorization.as_ref().map(|r| self.text(r))
+    }
+
+    /// The `Cookie` header that carries `ringcast_token`, if any.
+    pub(crate) fn cookie(&self) -> Option<&str> {
+        self.cookie.as_ref().map(|r| self.text(r))
     }
 
     fn text(&self, r: &Range<usize>) -> &str {
@@ -201,6 +215,8 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
         acr_headers: None,
         request_id: None,
         forwarded_for: Vec::new(),
+        authorization: None,
+        cookie: None,
     };
     let mut content_length: Option<usize> = None;
     for h in req.headers.iter() {
@@ -252,6 +268,13 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
             head.request_id = Some(span(base, value.as_bytes()));
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             head.forwarded_for.push(span(base, value.as_bytes()));
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(span(base, value.as_bytes()));
+        } else if name.eq_ignore_ascii_case("cookie")
+            && head.cookie.is_none()
+            && value.contains("ringcast_token=")
+        {
+            head.cookie = Some(span(base, value.as_bytes()));
         }
     }
     if head.body == BodyKind::Chunked {

@@ -6,6 +6,7 @@
 pub(crate) mod accept;
 mod chunked;
 mod connection;
+mod credentials;
 mod error;
 mod events;
 mod head;

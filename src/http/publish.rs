@@ -6,18 +6,23 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use std::time::Instant;
+
 use bytes::BytesMut;
 
+use super::credentials::{authenticate, namespace};
 use super::error::HttpError;
 use super::head::Head;
 use super::publish_body::{parse_publish_ndjson, parse_publish_raw};
 use super::response;
 use super::router::Answer;
+use crate::auth::RateVerdict;
 use crate::sequencer::{PublishReq, SeqMsg};
 use crate::worker::{Ack, Worker};
 
 pub(super) async fn publish(
     w: &Worker,
+    conn: u64,
     head: &Head,
     body: BytesMut,
     cors: &str,
@@ -36,7 +41,8 @@ pub(super) async fn publish(
             1,
         ));
     }
-    let events = if head.ndjson {
+    let grant = authenticate(w, conn, head)?;
+    let mut events = if head.ndjson {
         parse_publish_ndjson(&body, cfg.limits.max_event_bytes)?
     } else {
         // The data becomes the event's `String`: free when the body was
@@ -48,6 +54,26 @@ pub(super) async fn publish(
             cfg.limits.max_event_bytes,
         )?]
     };
+    if let Some(g) = &grant {
+        if !events.iter().all(|ev| g.may_publish(&ev.topic)) {
+            return Err(HttpError::Forbidden(
+                "the token's publish claim does not cover this topic; nothing was published",
+            ));
+        }
+        let n = events.len() as u64;
+        if let RateVerdict::Limited(wait) = w.shared.publish_rate.take(&g.holder, n, Instant::now())
+        {
+            let secs = wait.as_secs_f64().ceil().clamp(1.0, 3600.0) as u32;
+            return Err(HttpError::RateLimited(
+                "this token is over limits.publish_rate_per_token",
+                secs,
+            ));
+        }
+        let ns = namespace(g);
+        for ev in &mut events {
+            ev.topic.insert_str(0, &ns);
+        }
+    }
     let many = head.ndjson;
     let cell = Rc::new(Ack::default());
     let token = w.acks.borrow_mut().insert(cell.clone()) as u32;

@@ -15,7 +15,13 @@ use crate::worker::Worker;
 /// A status and the whole response, or the error to answer.
 pub(super) type Answer = Result<(u16, Vec<u8>), HttpError>;
 
-pub(super) async fn route(w: &Worker, head: &Head, body: BytesMut, cors: &str) -> Answer {
+pub(super) async fn route(
+    w: &Worker,
+    conn: u64,
+    head: &Head,
+    body: BytesMut,
+    cors: &str,
+) -> Answer {
     let keep_alive = head.keep_alive && !w.draining.get();
     let head_only = head.method == Method::Head;
     let get_like = matches!(head.method, Method::Get | Method::Head);
@@ -39,7 +45,7 @@ pub(super) async fn route(w: &Worker, head: &Head, body: BytesMut, cors: &str) -
         )),
         "/events" => Err(HttpError::MethodNotAllowed("GET, HEAD, OPTIONS")),
         "/publish" if head.method == Method::Post => {
-            publish::publish(w, head, body, cors, keep_alive).await
+            publish::publish(w, conn, head, body, cors, keep_alive).await
         }
         "/publish" => Err(HttpError::MethodNotAllowed("POST, OPTIONS")),
         "/healthz" if get_like => Ok(json(200, &serde_json::json!({"status": "ok"}))),
@@ -142,6 +148,7 @@ async fn stats(w: &Worker, top: usize) -> serde_json::Value {
                 "queued_bytes": s.queued_bytes,
                 "history_bytes": s.history_bytes,
                 "history_events": s.history_events,
+                "delayed_waiting": s.delayed_waiting,
                 "age_ms": s.taken.map(|t| t.elapsed().as_millis() as u64),
             })
         })

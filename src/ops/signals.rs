@@ -1,13 +1,15 @@
-//! Termination signals: SIGTERM and SIGINT start the drain (SPEC §7). The
-//! handlers are installed before the workers start, so a signal that
-//! arrives during start-up is not lost.
+//! Signals: SIGTERM and SIGINT start the drain (SPEC §7), SIGHUP reloads
+//! the auth keys and secret. The handlers are installed before the workers
+//! start, so a signal that arrives during start-up is not lost.
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-/// Installs the handlers for SIGTERM and SIGINT.
+pub use signal_hook::consts::SIGHUP as RELOAD;
+
+/// Installs the handlers for SIGTERM, SIGINT and SIGHUP.
 pub fn install() -> std::io::Result<Signals> {
-    Signals::new([SIGTERM, SIGINT])
+    Signals::new([SIGTERM, SIGINT, SIGHUP])
 }
 
 /// Blocks until one of the installed signals arrives; returns its number.

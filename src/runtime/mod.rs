@@ -22,9 +22,25 @@ mod supervisor;
 use driver::Driver;
 pub use server::Server;
 
+/// What `--check-config` checks beyond the configuration itself: the auth
+/// keys load.
+pub fn check(cfg: &Config) -> Result<(), StartError> {
+    verifier(cfg).map(|_| ())
+}
+
+fn verifier(cfg: &Config) -> Result<Option<crate::auth::Verifier>, StartError> {
+    if !cfg.auth.enabled() {
+        return Ok(None);
+    }
+    crate::auth::Verifier::new(&cfg.auth)
+        .map(Some)
+        .map_err(StartError::Config)
+}
+
 /// Binds, starts the sequencer and the workers, and returns once every
 /// worker is accepting.
 pub fn launch(cfg: Config) -> Result<Server, StartError> {
+    let auth = verifier(&cfg)?;
     let n = cfg.workers();
     let (listeners, addr) = crate::http::accept::bind(cfg.listen_addr(), n)?;
     let (seq_tx, seq_rx) = crossbeam_channel::bounded(cfg.server.publish_queue_slots);
@@ -45,7 +61,9 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
     );
     let pin = cfg.server.pin_cores;
     let issued = Arc::new(AtomicU64::new(0));
-    let shared = Arc::new(Shared::new(cfg, seq_tx, issued.clone()));
+    let mut shared = Shared::new(cfg, seq_tx, issued.clone());
+    shared.auth = auth;
+    let shared = Arc::new(shared);
     let seq = Sequencer::new(seq_rx, txs, shared.global.clone(), issued);
     std::thread::Builder::new()
         .name("ringcast-seq".into())

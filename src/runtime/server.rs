@@ -36,6 +36,26 @@ impl Server {
         self.driver
     }
 
+    /// SIGHUP: takes the secret and keys of a freshly loaded `[auth]`
+    /// section; open connections stay, new requests use the new keys. A
+    /// reload that fails keeps the old keys and logs why.
+    pub fn reload_auth(&self, fresh: &crate::config::Config) {
+        let Some(auth) = &self.shared.auth else {
+            if fresh.auth.enabled() {
+                tracing::warn!("SIGHUP: auth cannot be turned on by a reload; restart ringcast");
+            } else {
+                tracing::info!("SIGHUP: auth is off; nothing to reload");
+            }
+            return;
+        };
+        match auth.reload(&fresh.auth) {
+            Ok(()) => tracing::info!("SIGHUP: auth keys reloaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP: auth keys reload failed; keeping the old keys")
+            }
+        }
+    }
+
     /// Drains and stops the server; true when every worker finished within
     /// `timeout` (`server.shutdown_timeout_ms`).
     pub fn shutdown(self, timeout: Duration) -> bool {

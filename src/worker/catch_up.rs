@@ -33,7 +33,37 @@ impl Worker {
         last_event_id: Option<&str>,
         snapshot: bool,
     ) -> CatchUp {
-        let upto = self.last_seen.get();
+        self.catch_up_to(self.last_seen.get(), patterns, last_event_id, snapshot)
+    }
+
+    /// The catch-up of a delayed-only subscription (`subscribe_delayed`):
+    /// the same decisions, up to the last event released to the delayed
+    /// view, which it returns beside the catch-up (the hand-over point).
+    /// The snapshot is then the newest value at least `auth.delay_ms` old.
+    pub(crate) fn catch_up_delayed(
+        &self,
+        patterns: &[Box<str>],
+        last_event_id: Option<&str>,
+        snapshot: bool,
+    ) -> (u64, CatchUp) {
+        self.release_delayed();
+        let upto = self
+            .delay_line
+            .as_ref()
+            .map_or(0, |l| l.borrow().released_upto());
+        (
+            upto,
+            self.catch_up_to(upto, patterns, last_event_id, snapshot),
+        )
+    }
+
+    fn catch_up_to(
+        &self,
+        upto: u64,
+        patterns: &[Box<str>],
+        last_event_id: Option<&str>,
+        snapshot: bool,
+    ) -> CatchUp {
         let h = self.history.borrow();
         let fresh = |resync| CatchUp {
             events: if snapshot {

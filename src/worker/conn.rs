@@ -180,6 +180,12 @@ pub struct Conn {
     stall_armed: Cell<bool>,
     /// Shutdown asked this stream to flush, say `retry:` and close.
     draining: Cell<bool>,
+    /// The patterns are in the worker's delayed table (`subscribe_delayed`).
+    delayed: Cell<bool>,
+    /// Tick at which the stream's token expires; 0 = no token.
+    expires_at: Cell<u64>,
+    /// A token-expiry entry is in the wheel.
+    expiry_armed: Cell<bool>,
     /// Set once the server decides to close the connection; its waiter is
     /// the connection's task, woken also when frames are queued.
     close: Oneshot<CloseReason>,
@@ -223,6 +229,9 @@ impl Conn {
             conflating: Cell::new(false),
             stall_armed: Cell::new(false),
             draining: Cell::new(false),
+            delayed: Cell::new(false),
+            expires_at: Cell::new(0),
+            expiry_armed: Cell::new(false),
             close: Oneshot::default(),
         }
     }
@@ -325,6 +334,11 @@ impl Conn {
         true
     }
 
+    /// Highest event id queued so far.
+    pub(crate) fn last_id(&self) -> u64 {
+        self.last_id.get()
+    }
+
     /// Marks every event up to `id` as already queued: the catch-up covered
     /// them, so the live stream starts after it.
     pub(crate) fn set_last_id(&self, id: u64) {
@@ -333,8 +347,35 @@ impl Conn {
 
     /// Keeps the patterns the connection was subscribed under, for
     /// unsubscribing at the end.
-    pub(crate) fn set_patterns(&self, patterns: Vec<Box<str>>) {
+    pub(crate) fn set_patterns(&self, patterns: Vec<Box<str>>, delayed: bool) {
         *self.patterns.borrow_mut() = patterns;
+        self.delayed.set(delayed);
+    }
+
+    /// True when the patterns are in the worker's delayed table.
+    pub(crate) fn is_delayed(&self) -> bool {
+        self.delayed.get()
+    }
+
+    /// Moves the token-expiry deadline to tick `at`; true when the caller
+    /// must put an entry in the wheel (none is there yet).
+    pub(crate) fn arm_expiry(&self, at: u64) -> bool {
+        self.expires_at.set(at.max(1));
+        !self.expiry_armed.replace(true)
+    }
+
+    /// Fired token-expiry entry at tick `now`.
+    pub(crate) fn on_expiry_timer(&self, now: u64) -> Expiry {
+        let at = self.expires_at.get();
+        if at == 0 || self.closed().is_some() || self.is_draining() {
+            self.expiry_armed.set(false);
+            Expiry::Off
+        } else if now >= at {
+            self.expiry_armed.set(false);
+            Expiry::Passed
+        } else {
+            Expiry::Rearm(at)
+        }
     }
 
     /// How many patterns the connection is subscribed under.

@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::conn::{CloseReason, Conn, Queued};
+use super::conn::{CloseReason, Conn, Queued, REPLAYED};
 use super::local::yield_now;
 use super::timers::TICK_MS;
 use super::Worker;
@@ -209,7 +209,74 @@ impl Worker {
             h.append(&events[..slice.taken], now_ns());
             self.metrics.history_bytes.store(h.bytes() as u64, Relaxed);
         }
+        if let Some(line) = &self.delay_line {
+            let dropped = line.borrow_mut().push(&events[..slice.taken]);
+            if !dropped.is_empty() {
+                self.resync_delayed(&dropped);
+            }
+            self.release_delayed();
+        }
         slice
+    }
+
+    /// Releases to the delayed subscribers every event that has come of
+    /// age (`auth.delay_ms`), in id order, sharing the frames already
+    /// encoded. Runs on every timer tick and after every fan-out.
+    pub(crate) fn release_delayed(&self) {
+        let Some(line) = &self.delay_line else {
+            return;
+        };
+        let due = line.borrow_mut().due(now_ns());
+        let subs = self.delayed_subs.borrow();
+        if due.is_empty() || subs.is_empty() {
+            return;
+        }
+        let conns = self.conns.borrow();
+        let (bound, now) = (self.bound(), self.now_tick());
+        let mut backlog = self.backlog.borrow_mut();
+        for ev in due {
+            // A delayed event is not a publish-to-write latency sample.
+            let ev = Event {
+                born_ns: REPLAYED,
+                ..ev
+            };
+            subs.for_each_match(&ev.topic, |k| {
+                if let Some(c) = conns.get(k as usize) {
+                    if enqueue(c, &ev, bound, now, &self.metrics) == Enqueued::Backlogged {
+                        backlog.push(c.clone());
+                    }
+                }
+            });
+        }
+        if !backlog.is_empty() {
+            // The ring drain holds back for them, as for any backlog.
+            self.inbox.notify();
+        }
+    }
+
+    /// `history.max_bytes` pushed `dropped` out of the delay line before
+    /// their time: every delayed subscriber they would have reached gets
+    /// `resync` (`history_expired`) once, never a silent gap.
+    fn resync_delayed(&self, dropped: &[Event]) {
+        let subs = self.delayed_subs.borrow();
+        let conns = self.conns.borrow();
+        let mut hit: Vec<u32> = Vec::new();
+        for ev in dropped {
+            subs.for_each_match(&ev.topic, |k| {
+                if conns.get(k as usize).is_some_and(|c| c.last_id() < ev.id) {
+                    hit.push(k);
+                }
+            });
+        }
+        hit.sort_unstable();
+        hit.dedup();
+        for k in hit {
+            if let Some(c) = conns.get(k as usize).filter(|c| c.closed().is_none()) {
+                tracing::debug!(conn = c.id, request_id = %c.request_id(), "delayed events evicted by history.max_bytes: resync");
+                self.metrics.resyncs.fetch_add(1, Relaxed);
+                c.push_raw(crate::frame::resync("history_expired"));
+            }
+        }
     }
 
     /// Re-judges the subscribers the fan-out is held back for at tick

@@ -71,6 +71,9 @@ pub struct History {
     last_id: u64,
     /// Highest id evicted from a topic whose tombstone was folded away.
     forgotten_upto: u64,
+    /// Events younger than this are not evicted by the per-topic count:
+    /// the delayed view still needs them (`auth.delay_ms`; 0 = none).
+    keep_young_ns: u64,
 }
 
 /// A subscription's patterns split by how history finds them.
@@ -188,7 +191,21 @@ impl History {
             bytes: 0,
             last_id: 0,
             forgotten_upto: 0,
+            keep_young_ns: 0,
         }
+    }
+
+    /// The retention of a server with delayed grants (SPEC §5): every event
+    /// is kept `delay_ms` longer than `history.max_age_ms`, and the
+    /// per-topic count evicts only events older than `delay_ms`; only
+    /// `history.max_bytes` bounds what the delayed view has not passed yet.
+    pub fn with_delay(mut self, delay_ms: u64) -> Self {
+        let delay_ns = delay_ms.saturating_mul(1_000_000);
+        self.keep_young_ns = delay_ns;
+        if self.max_age_ns > 0 {
+            self.max_age_ns = self.max_age_ns.saturating_add(delay_ns);
+        }
+        self
     }
 
     /// Events retained for the exact `topic` (0 for a pattern or an
@@ -222,7 +239,7 @@ impl History {
     pub fn append(&mut self, events: &[Event], now_ns: u64) {
         for ev in events {
             self.last_id = self.last_id.max(ev.id);
-            let log = match self.topics.get_mut(&ev.topic) {
+            let mut log = match self.topics.get_mut(&ev.topic) {
                 Some(log) => log,
                 None => {
                     let evicted_upto = self.tombstones.remove(&ev.topic).unwrap_or(0);
@@ -236,8 +253,17 @@ impl History {
             };
             log.events.push_back(ev.clone());
             self.bytes += ev.frame.len();
-            if log.events.len() > self.per_topic {
+            while log.events.len() > self.per_topic
+                && log
+                    .events
+                    .front()
+                    .is_some_and(|e| now_ns.saturating_sub(e.born_ns) >= self.keep_young_ns)
+            {
                 self.pop_front_of(&ev.topic.clone());
+                match self.topics.get_mut(&ev.topic) {
+                    Some(l) => log = l,
+                    None => break,
+                }
             }
         }
         self.enforce(now_ns);
@@ -393,6 +419,26 @@ mod tests {
 
     fn ids(v: &[Event]) -> Vec<u64> {
         v.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn with_a_delay_the_count_spares_events_younger_than_it() {
+        let mut h = History::new(&cfg(2, 1 << 20, 1000)).with_delay(100);
+        let ms = 1_000_000;
+        h.append(
+            &[ev(1, "a", 0), ev(2, "a", 10 * ms), ev(3, "a", 20 * ms)],
+            50 * ms,
+        );
+        assert_eq!(h.depth("a"), 3, "all younger than the delay");
+        h.append(&[ev(4, "a", 120 * ms)], 125 * ms);
+        // 1 and 2 are older than 100 ms and over the count of two: gone;
+        // 3 and 4 are within it.
+        assert_eq!(ids(&h.replay(&pats(&["a"]), 2, 9).unwrap()), vec![3, 4]);
+        // Age: max_age (1 s) plus the delay.
+        h.enforce(1_105 * ms);
+        assert_eq!(h.depth("a"), 2);
+        h.enforce(1_121 * ms);
+        assert_eq!(h.depth("a"), 1);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::sequencer::ring::RingProbe;
 mod batch;
 mod catch_up;
 pub mod conn;
+mod delay_line;
 pub mod fanout;
 pub mod history;
 mod local;
@@ -30,6 +31,7 @@ mod timer_wheel;
 mod timers;
 
 use conn::{CloseReason, Conn, Phase};
+use delay_line::DelayLine;
 use history::History;
 use local::{LocalNotify, Oneshot};
 use storm_gate::StormGate;
@@ -60,6 +62,10 @@ pub(crate) struct Worker {
     pub(crate) conns: RefCell<Slab<Rc<Conn>>>,
     /// Pattern → subscriber keys.
     pub(crate) subs: RefCell<SubTable>,
+    /// Pattern → keys of the delayed-only subscribers (`subscribe_delayed`).
+    pub(crate) delayed_subs: RefCell<SubTable>,
+    /// Events waiting for the delayed view; `None` while auth is off.
+    pub(crate) delay_line: Option<RefCell<DelayLine>>,
     /// Publish requests waiting for their ack, by token.
     pub(crate) acks: RefCell<Slab<Rc<Ack>>>,
     /// Unsent bytes over all this worker's connections.
@@ -125,9 +131,18 @@ impl Worker {
             metrics: shared.workers[idx].clone(),
             conns: RefCell::new(Slab::new()),
             subs: RefCell::new(SubTable::new()),
+            delayed_subs: RefCell::new(SubTable::new()),
+            delay_line: cfg
+                .auth
+                .enabled()
+                .then(|| RefCell::new(DelayLine::new(cfg.auth.delay_ms, cfg.history.max_bytes))),
             acks: RefCell::new(Slab::new()),
             last_seen: Cell::new(0),
-            history: RefCell::new(History::new(&cfg.history)),
+            history: RefCell::new(if cfg.auth.enabled() {
+                History::new(&cfg.history).with_delay(cfg.auth.delay_ms)
+            } else {
+                History::new(&cfg.history)
+            }),
             backlog: RefCell::new(Vec::new()),
             room: LocalNotify::default(),
             ring,
@@ -248,12 +263,7 @@ impl Worker {
 
     /// Removes a connection and every subscription it had.
     pub(crate) fn unregister(&self, conn: &Conn) {
-        {
-            let mut subs = self.subs.borrow_mut();
-            for p in conn.take_patterns() {
-                subs.remove(&p, conn.key);
-            }
-        }
+        self.unsubscribe(conn);
         if conn.phase() == Phase::Stream {
             self.metrics.subscribers_active.fetch_sub(1, Relaxed);
         }
@@ -263,6 +273,18 @@ impl Worker {
         self.shared.open.fetch_sub(1, Relaxed);
         if self.draining.get() {
             self.lifecycle.notify();
+        }
+    }
+
+    /// Takes the connection's patterns out of its subscription table.
+    pub(crate) fn unsubscribe(&self, conn: &Conn) {
+        let mut subs = if conn.is_delayed() {
+            self.delayed_subs.borrow_mut()
+        } else {
+            self.subs.borrow_mut()
+        };
+        for p in conn.take_patterns() {
+            subs.remove(&p, conn.key);
         }
     }
 

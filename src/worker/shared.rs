@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 
+use crate::auth::{Failure, PublishRate, Verifier};
 use crate::config::trusted_proxies::TrustedProxies;
 use crate::config::Config;
 use crate::ops::metrics::{GlobalMetrics, WorkerMetrics};
@@ -43,6 +44,17 @@ pub(crate) struct Shared {
     pub(crate) stats: super::stats::StatsBoard,
     /// Connections per client address, kept only when a per-IP limit is set.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// The token verifier; `None` while auth is off.
+    pub(crate) auth: Option<Verifier>,
+    /// `limits.publish_rate_per_token`.
+    pub(crate) publish_rate: PublishRate,
+    /// Refused tokens, by [`Failure::ALL`] position.
+    auth_failures: Vec<AtomicU64>,
+    /// Streams closed because their token expired.
+    pub(crate) token_expired: AtomicU64,
+    /// The second (since start) of the last logged auth failure, and the
+    /// failures not logged since: at most one line per second.
+    auth_log: Mutex<(u64, u64)>,
 }
 
 impl Shared {
@@ -80,8 +92,48 @@ impl Shared {
 
     /// The Prometheus text of every series.
     pub(crate) fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
         let ws: Vec<&WorkerMetrics> = self.workers.iter().map(|a| &**a).collect();
-        crate::ops::metrics::render(&self.global, &ws)
+        let mut s = crate::ops::metrics::render(&self.global, &ws);
+        s.push_str(
+            "# HELP ringcast_auth_failures_total Requests refused for their token, by reason.\n",
+        );
+        s.push_str("# TYPE ringcast_auth_failures_total counter\n");
+        for (f, n) in Failure::ALL.iter().zip(&self.auth_failures) {
+            let _ = writeln!(
+                s,
+                "ringcast_auth_failures_total{{reason=\"{}\"}} {}",
+                f.reason(),
+                n.load(Relaxed)
+            );
+        }
+        s.push_str("# HELP ringcast_token_expired_total Event streams closed because their token expired.\n");
+        s.push_str("# TYPE ringcast_token_expired_total counter\n");
+        let _ = writeln!(
+            s,
+            "ringcast_token_expired_total {}",
+            self.token_expired.load(Relaxed)
+        );
+        s
+    }
+
+    /// Counts a refused token and logs it, at most one line per second
+    /// (with the count of those not logged), so a flood of bad tokens
+    /// cannot flood the log.
+    pub(crate) fn auth_failed(&self, why: Failure, conn: u64) {
+        if let Some(i) = Failure::ALL.iter().position(|f| *f == why) {
+            self.auth_failures[i].fetch_add(1, Relaxed);
+        }
+        let second = crate::event::now_ns() / 1_000_000_000;
+        let mut log = self.auth_log.lock().expect("auth log lock");
+        if log.0 == second && log.1 != u64::MAX {
+            log.1 += 1;
+            return;
+        }
+        let suppressed = if log.1 == u64::MAX { 0 } else { log.1 };
+        *log = (second, 0);
+        drop(log);
+        tracing::info!(conn, reason = why.reason(), suppressed, "token refused");
     }
 }
 
@@ -89,6 +141,7 @@ impl Shared {
     /// Fresh state for a server about to start.
     pub(crate) fn new(cfg: Config, seq_tx: Sender<SeqMsg>, issued: Arc<AtomicU64>) -> Self {
         let n = cfg.workers();
+        let cfg_rate = cfg.limits.publish_rate_per_token;
         let trusted =
             TrustedProxies::parse(&cfg.server.trusted_proxies).expect("validated at load");
         Shared {
@@ -103,6 +156,11 @@ impl Shared {
             next_conn_id: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
             stats: super::stats::StatsBoard::new(n),
+            auth: None,
+            publish_rate: PublishRate::new(cfg_rate),
+            auth_failures: Failure::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            token_expired: AtomicU64::new(0),
+            auth_log: Mutex::new((0, u64::MAX)),
         }
     }
 }

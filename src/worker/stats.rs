@@ -35,6 +35,8 @@ pub(crate) struct WorkerStats {
     pub(crate) queued_bytes: usize,
     pub(crate) history_bytes: usize,
     pub(crate) history_events: usize,
+    /// Events waiting for the delayed view (`subscribe_delayed`).
+    pub(crate) delayed_waiting: usize,
     /// At most [`MAX_TOP`], most subscribers first.
     pub(crate) top: Vec<PatternStats>,
 }
@@ -79,10 +81,9 @@ impl Worker {
     /// This worker's snapshot, now.
     pub(crate) fn stats(&self) -> WorkerStats {
         let history = self.history.borrow();
-        let mut top: Vec<PatternStats> = self
-            .subs
-            .borrow()
-            .counts()
+        let mut counts = self.subs.borrow().counts();
+        counts.extend(self.delayed_subs.borrow().counts());
+        let mut top: Vec<PatternStats> = counts
             .into_iter()
             .map(|(pattern, subscribers)| PatternStats {
                 history_depth: history.depth(&pattern),
@@ -103,6 +104,7 @@ impl Worker {
             queued_bytes: self.pending.get(),
             history_bytes: history.bytes(),
             history_events: history.len(),
+            delayed_waiting: self.delay_line.as_ref().map_or(0, |l| l.borrow().len()),
             top,
         }
     }

@@ -35,6 +35,8 @@ pub(crate) enum TimerKind {
     Heartbeat,
     /// A write in flight must make progress.
     Stall,
+    /// The stream's token expires.
+    Expiry,
 }
 
 /// A wheel entry: which connection (slab key + generation) and why.
@@ -124,6 +126,17 @@ impl Timers {
         );
     }
 
+    /// Closes the stream when its token expires, at `exp_ms` (Unix
+    /// milliseconds, leeway included; `now_ms` is the wall clock now),
+    /// within one tick.
+    pub(crate) fn arm_expiry(&self, conn: &Conn, exp_ms: u64, now_ms: u64) {
+        let left_ms = exp_ms.saturating_sub(now_ms);
+        let at = self.now_tick() + left_ms.div_ceil(TICK_MS);
+        if conn.arm_expiry(at) {
+            self.schedule(conn, at, TimerKind::Expiry);
+        }
+    }
+
     /// Makes sure a stall check is pending while a write is in flight.
     pub(crate) fn arm_stall(&self, conn: &Conn) {
         if let Some(at) = conn.arm_stall(self.stall_ticks) {
@@ -166,7 +179,23 @@ impl Worker {
                 }
                 Expiry::Rearm(at) => self.timers.schedule(&conn, at, TimerKind::Stall),
             },
+            TimerKind::Expiry => match conn.on_expiry_timer(now) {
+                Expiry::Off => {}
+                Expiry::Passed => self.expire(&conn),
+                Expiry::Rearm(at) => self.timers.schedule(&conn, at, TimerKind::Expiry),
+            },
         }
+    }
+
+    /// The stream's token expired: it leaves the subscription tables (so
+    /// nothing more is queued), flushes what it was sent while the token
+    /// was valid, says a randomised `retry:` and closes; the client comes
+    /// back with a fresh token.
+    fn expire(&self, conn: &Conn) {
+        self.unsubscribe(conn);
+        self.shared.token_expired.fetch_add(1, Relaxed);
+        tracing::info!(conn = conn.id, request_id = %conn.request_id(), "closing stream: its token expired");
+        conn.start_drain();
     }
 
     /// The timer task: one sleep per tick while any timer is pending, none
@@ -189,6 +218,7 @@ impl Worker {
             for t in fired.drain(..) {
                 self.on_timer(t, now);
             }
+            self.release_delayed();
         }
     }
 }
