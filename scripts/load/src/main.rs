@@ -163,11 +163,24 @@ struct Args {
     /// report the slow / stall disconnects and resyncs in between.
     #[arg(long)]
     server_metrics: bool,
+    /// A JWT the subscribers send (`Authorization: Bearer`), for a server
+    /// with auth on.
+    #[arg(long)]
+    sub_token: Option<String>,
+    /// A JWT the publishers send.
+    #[arg(long)]
+    pub_token: Option<String>,
 }
 
 impl Args {
     fn symbols(&self) -> usize {
         self.topics / self.venues.max(1)
+    }
+    /// The `Authorization` header line for `token`, or nothing.
+    fn bearer(token: &Option<String>) -> String {
+        token
+            .as_ref()
+            .map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"))
     }
     /// Topic index `t` as a ringcast topic.
     fn topic_name(&self, t: usize) -> String {
@@ -707,8 +720,9 @@ async fn open_stream(
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let mut req = format!(
-        "GET {} HTTP/1.1\r\nHost: load\r\nAccept: text/event-stream\r\n",
-        args.sub_path(idx)
+        "GET {} HTTP/1.1\r\nHost: load\r\nAccept: text/event-stream\r\n{}",
+        args.sub_path(idx),
+        Args::bearer(&args.sub_token)
     );
     if let Some(id) = last_id.filter(|id| !id.is_empty()) {
         req.push_str("Last-Event-ID: ");
@@ -1008,7 +1022,8 @@ async fn publisher(
                 ));
             }
             format!(
-                "POST /publish HTTP/1.1\r\nHost: load\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
+                "POST /publish HTTP/1.1\r\nHost: load\r\nContent-Type: application/x-ndjson\r\n{}Content-Length: {}\r\n\r\n{body}",
+                Args::bearer(&args.pub_token),
                 body.len()
             )
         } else {
@@ -1016,8 +1031,9 @@ async fn publisher(
             seqs[topic] += 1;
             let data = format!("L {topic} {conn_idx} {} {ts} {pad}", seqs[topic]);
             format!(
-                "POST {} HTTP/1.1\r\nHost: load\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{data}",
+                "POST {} HTTP/1.1\r\nHost: load\r\nContent-Type: text/plain\r\n{}Content-Length: {}\r\n\r\n{data}",
                 args.pub_path(topic),
+                Args::bearer(&args.pub_token),
                 data.len()
             )
         };
