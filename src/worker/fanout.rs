@@ -688,6 +688,69 @@ mod tests {
         assert_eq!(w.last_seen.get(), 3, "the rest waits for the next turn");
     }
 
+    /// A worker with auth on and no delay, so an event's age alone decides
+    /// (born at 1 ns: due; born far ahead: not yet).
+    fn delayed_worker(max_bytes: usize) -> Worker {
+        let mut cfg = Config::default();
+        cfg.auth.hs256_secret = Some("s".into());
+        cfg.auth.delay_ms = 0;
+        cfg.history.max_bytes = max_bytes;
+        Worker::for_test(cfg)
+    }
+
+    fn young(id: u64, topic: &str) -> Event {
+        Event {
+            born_ns: u64::MAX / 2,
+            ..ten(id, topic)
+        }
+    }
+
+    #[test]
+    fn the_delayed_view_gets_each_event_once_of_age_and_in_id_order() {
+        let w = delayed_worker(1 << 20);
+        let (live, delayed) = (w.register(), w.register());
+        w.subs.borrow_mut().insert("t", live.key);
+        w.delayed_subs.borrow_mut().insert("t", delayed.key);
+        w.fan_out(&[ten(1, "t"), young(2, "t"), ten(3, "t")], usize::MAX, 0);
+        assert_eq!(ids(&live), vec![1, 2, 3]);
+        assert_eq!(
+            ids(&delayed),
+            vec![1],
+            "3 is of age but waits behind 2: never out of order"
+        );
+        let line = w.delay_line.as_ref().unwrap();
+        assert_eq!((line.borrow().released_upto(), line.borrow().len()), (1, 2));
+        // The same frames, not copies.
+        let (a, b) = (live.queue_snapshot(), delayed.queue_snapshot());
+        assert_eq!(a[0].frame.as_ptr(), b[0].frame.as_ptr());
+        assert_eq!(
+            b[0].born_ns, REPLAYED,
+            "no latency sample for a delayed event"
+        );
+        w.release_delayed();
+        assert_eq!(ids(&delayed), vec![1], "nothing more is of age");
+    }
+
+    #[test]
+    fn the_byte_cap_resyncs_the_delayed_subscribers_it_cuts_off() {
+        // Two 10-byte frames fit, the third pushes the oldest (topic t) out.
+        let w = delayed_worker(25);
+        let (on_t, on_u) = (w.register(), w.register());
+        w.delayed_subs.borrow_mut().insert("t", on_t.key);
+        w.delayed_subs.borrow_mut().insert("u", on_u.key);
+        w.fan_out(
+            &[young(1, "t"), young(2, "u"), young(3, "t")],
+            usize::MAX,
+            0,
+        );
+        let frames =
+            |c: &Conn| -> Vec<Bytes> { c.queue_snapshot().into_iter().map(|q| q.frame).collect() };
+        assert_eq!(frames(&on_t), vec![crate::frame::resync("history_expired")]);
+        assert!(frames(&on_u).is_empty(), "nothing of u was lost");
+        assert_eq!(w.metrics.resyncs.load(Relaxed), 1);
+        assert_eq!(w.delay_line.as_ref().unwrap().borrow().released_upto(), 1);
+    }
+
     #[test]
     fn budget_closes_or_conflates_the_largest_queues_down_to_90_percent() {
         use SlowPolicy::{Conflate, Disconnect};
