@@ -25,12 +25,13 @@
 
 mod coverage;
 mod failure;
+mod rate;
+mod token;
 
 pub(crate) use coverage::covers;
 pub(crate) use failure::Failure;
-
-use std::borrow::Cow;
-use std::time::{Duration, Instant};
+pub(crate) use rate::{PublishRate, RateVerdict};
+pub(crate) use token::find_token;
 
 use crate::config;
 
@@ -101,41 +102,6 @@ impl Verifier {
     /// section (SIGHUP); on error the old keys stay.
     pub(crate) fn reload(&self, _cfg: &config::Auth) -> Result<(), String> {
         Ok(())
-    }
-}
-
-/// The request's token: `Authorization: Bearer`, else the `access_token`
-/// query parameter (percent-decoded), else the `ringcast_token` cookie.
-pub(crate) fn find_token<'a>(
-    _authorization: Option<&'a str>,
-    _query: &'a str,
-    _cookie: Option<&'a str>,
-) -> Option<Cow<'a, str>> {
-    None
-}
-
-/// What the publish rate says to a request of `n` events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RateVerdict {
-    /// Taken from the holder's bucket.
-    Allowed,
-    /// Not enough in the bucket: retry after this long.
-    Limited(Duration),
-}
-
-/// `limits.publish_rate_per_token`: a token bucket per holder.
-#[derive(Debug)]
-pub(crate) struct PublishRate {}
-
-impl PublishRate {
-    /// `per_sec` events per second per holder (0 = no limit).
-    pub(crate) fn new(_per_sec: u64) -> Self {
-        PublishRate {}
-    }
-
-    /// Takes `n` units from `holder`'s bucket at `now`.
-    pub(crate) fn take(&self, _holder: &str, _n: u64, _now: Instant) -> RateVerdict {
-        RateVerdict::Allowed
     }
 }
 
