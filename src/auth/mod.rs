@@ -17,12 +17,6 @@
 //! the key (an HS256 token is never checked against a public key). Expiry
 //! and `nbf` are checked here in milliseconds, not by `jsonwebtoken`.
 
-// Until `http` and `worker` call in (being integrated against this contract
-// in parallel), the items are used only by their tests; remove both allows
-// with that merge.
-#![cfg_attr(not(test), allow(dead_code))]
-#![allow(unused_imports)]
-
 mod claims;
 mod coverage;
 mod failure;
@@ -36,7 +30,6 @@ mod verifier;
 
 pub(crate) use coverage::covers;
 pub(crate) use failure::Failure;
-pub(crate) use jws::MAX_TOKEN_BYTES;
 pub(crate) use rate::{PublishRate, RateVerdict};
 pub(crate) use token::find_token;
 pub(crate) use verifier::Verifier;
@@ -87,7 +80,26 @@ impl Grant {
     pub(crate) fn may_publish(&self, topic: &str) -> bool {
         self.publish.iter().any(|p| covers(p, topic))
     }
+
+    /// The prefix that qualifies this grant's topics and patterns (see
+    /// [`DEFAULT_NAMESPACE`]): `@<tenant>.`.
+    pub(crate) fn namespace(&self) -> String {
+        match &self.tenant {
+            Some(t) => format!("@{t}."),
+            None => DEFAULT_NAMESPACE.to_owned(),
+        }
+    }
 }
+
+/// Tenants are namespaces inside the one topic space: while auth is on,
+/// every topic and pattern is qualified with a first token that names the
+/// tenant, `@<tenant>`, or `@` for a token without one (this prefix). `@`
+/// is not a topic character, so no client can name a qualified topic, and
+/// a pattern — even `>` — qualified with its own namespace matches only
+/// that namespace's topics: isolation holds in the subscription table, the
+/// history (replay and snapshot) and `/stats` alike, with no tenant check
+/// on the hot path.
+pub(crate) const DEFAULT_NAMESPACE: &str = "@.";
 
 #[cfg(test)]
 mod tests {
@@ -103,6 +115,36 @@ mod tests {
             exp_ms: 0,
             holder: "h".into(),
         }
+    }
+
+    #[test]
+    fn a_namespace_matches_only_its_own_topics() {
+        use crate::topic::matches;
+        let space = |t: Option<&str>| Grant {
+            tenant: t.map(Box::from),
+            ..grant(&[], &[], &[])
+        };
+        let spaces = [
+            space(None),
+            space(Some("a")),
+            space(Some("b")),
+            space(Some("ab")),
+        ];
+        for (i, reader) in spaces.iter().enumerate() {
+            for (j, writer) in spaces.iter().enumerate() {
+                for pattern in [">", "*", "*.x", "q.>", "q.*", "q.x"] {
+                    let p = format!("{}{pattern}", reader.namespace());
+                    for topic in ["q.x", "x"] {
+                        let t = format!("{}{topic}", writer.namespace());
+                        if i != j {
+                            assert!(!matches(&p, &t), "{p} saw {t}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(matches(&format!("{}>", spaces[1].namespace()), "@a.q.x"));
+        assert!(matches(&format!("{}q.*", spaces[0].namespace()), "@.q.x"));
     }
 
     #[test]

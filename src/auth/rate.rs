@@ -97,6 +97,7 @@ impl PublishRate {
     }
 
     /// How many holders have a bucket.
+    #[cfg(test)]
     pub(crate) fn holders(&self) -> usize {
         self.buckets
             .lock()

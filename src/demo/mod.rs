@@ -85,9 +85,13 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
             let dt = 1.0 / (252.0 * 6.5 * 60.0);
             let start = Instant::now();
             let mut sent: u64 = 0;
-            // With auth on, the feed is in the default namespace (`@.`, see
-            // http::credentials): readable with a token that has no tenant.
-            let ns = if shared.cfg.auth.enabled() { "@." } else { "" };
+            // With auth on, the feed is in the default namespace: readable
+            // with a token that has no tenant.
+            let ns = if shared.cfg.auth.enabled() {
+                crate::auth::DEFAULT_NAMESPACE
+            } else {
+                ""
+            };
             while !shared.draining.load(Relaxed) {
                 std::thread::sleep(TICK);
                 let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
+use super::credentials::authenticate;
 use super::credentials::unix_ms;
-use super::credentials::{authenticate, namespace};
 use super::error::HttpError;
 use super::head::{Head, Method};
 use super::query::parse_subscribe;
@@ -155,7 +155,7 @@ fn authorize(
             "this subscription mixes real-time and delayed-only patterns; open one stream for each",
         ));
     }
-    let ns = namespace(&grant);
+    let ns = grant.namespace();
     let qualified = patterns
         .iter()
         .map(|p| format!("{ns}{p}").into_boxed_str())

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::credentials::{authenticate, namespace};
+use super::credentials::authenticate;
 use super::error::HttpError;
 use super::head::Head;
 use super::publish_body::{parse_publish_ndjson, parse_publish_raw};
@@ -69,7 +69,7 @@ pub(super) async fn publish(
                 secs,
             ));
         }
-        let ns = namespace(g);
+        let ns = g.namespace();
         for ev in &mut events {
             ev.topic.insert_str(0, &ns);
         }

@@ -41,6 +41,13 @@ fn verifier(cfg: &Config) -> Result<Option<crate::auth::Verifier>, StartError> {
 /// worker is accepting.
 pub fn launch(cfg: Config) -> Result<Server, StartError> {
     let auth = verifier(&cfg)?;
+    if let Some(a) = &auth {
+        tracing::info!(
+            keys = %a.describe(),
+            delay_ms = cfg.auth.delay_ms,
+            "auth on: /events and /publish need a token"
+        );
+    }
     let n = cfg.workers();
     let (listeners, addr) = crate::http::accept::bind(cfg.listen_addr(), n)?;
     let (seq_tx, seq_rx) = crossbeam_channel::bounded(cfg.server.publish_queue_slots);

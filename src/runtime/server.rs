@@ -49,7 +49,7 @@ impl Server {
             return;
         };
         match auth.reload(&fresh.auth) {
-            Ok(()) => tracing::info!("SIGHUP: auth keys reloaded"),
+            Ok(()) => tracing::info!(keys = %auth.describe(), "SIGHUP: auth keys reloaded"),
             Err(e) => {
                 tracing::warn!(error = %e, "SIGHUP: auth keys reload failed; keeping the old keys")
             }
