@@ -1,9 +1,8 @@
 //! Token auth (SPEC §5): which requests need a token and where it is read
-//! from, what makes a token invalid (each refusal counted by reason),
-//! RS256/ES256 keys from PEM and JWKS files, grants (what a token may
-//! subscribe to and publish), tenants, the publish rate and the CORS
-//! preflight. Expiry and key rotation are in `auth_stream.rs`, the delayed
-//! view in `auth_delayed.rs`.
+//! from, what makes a token invalid (each refusal counted by reason), an
+//! open stream closing when its token expires, and the CORS preflight.
+//! Keys and their rotation are in `auth_keys.rs`, what a token allows in
+//! `auth_grants.rs`, the delayed view in `auth_delayed.rs`.
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -326,394 +325,76 @@ fn oversized_tokens_never_pass_and_leave_the_server_up() {
     drop(subscribe(a, "topic=o.x", &ok));
 }
 
-#[test]
-fn rs256_and_es256_tokens_verify_against_every_key_in_the_pem_file() {
-    if !openssl_ready() {
-        return;
-    }
-    let (rsa, ec, stranger) = (Key::rsa(), Key::ec(), Key::rsa());
-    let file = write_temp("keys.pem", &format!("{}{}", rsa.public_pem, ec.public_pem));
-    let s = Server::start(&format!(
-        "[auth]\npublic_key_file = \"{}\"\n",
-        file.display()
-    ));
-    let a = s.addr();
-    let grant = claims(json!({"subscribe": ["k.>"], "publish": ["k.>"]}));
+/// The last line of what a stream carried before it ended.
+fn last_line(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    text.trim_end_matches('\n')
+        .rsplit('\n')
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
 
-    let mut by_rsa = subscribe(a, "topic=k.x", &rsa.sign(&grant));
-    let mut by_ec = subscribe(a, "topic=k.x", &ec.sign(&grant));
+#[test]
+fn a_stream_closes_when_its_token_expires_plus_leeway() {
+    let leeway_ms = 1000;
+    let s = Server::start(&hs256_config(&format!("leeway_ms = {leeway_ms}\n")));
+    let a = s.addr();
+    // exp is in whole seconds: E lies 1-2 s ahead.
+    let exp = now_s() + 2;
+    let close_at_ms = exp * 1000 + leeway_ms;
+    let short = hs256(&json!({"exp": exp, "subscribe": ["x.>"]}));
+    let long = hs256(&claims(json!({"subscribe": ["x.>"], "publish": ["x.>"]})));
+    let mut sub = subscribe(a, "topic=x.a", &short);
+    let mut stays = subscribe(a, "topic=x.a", &long);
     wait_subscribers(&s, 2);
-    let ids = vec![
-        publish_as(a, &rsa.sign(&grant), "k.x", "rs256"),
-        publish_as(a, &ec.sign(&grant), "k.x", "es256"),
-    ];
-    for sub in [&mut by_rsa, &mut by_ec] {
-        assert_eq!(
-            sub.take(2).iter().map(Event::id_u64).collect::<Vec<_>>(),
-            ids
-        );
-    }
+    assert_eq!(s.metric("ringcast_token_expired_total"), 0.0);
 
-    let cases: Vec<(&str, String, &[&str])> = vec![
-        (
-            "a key not in the file",
-            stranger.sign(&grant),
-            &["signature", "unknown_key"],
-        ),
-        (
-            // The classic confusion: the public key used as an HMAC secret.
-            "HS256 keyed with the public key",
-            hs256_with(rsa.public_pem.as_bytes(), &grant),
-            &["algorithm", "unknown_key"],
-        ),
-        (
-            "HS256 with no secret configured",
-            hs256(&grant),
-            &["algorithm", "unknown_key"],
-        ),
-        (
-            "RS384 (not on the whitelist)",
-            rsa.sign_as(Algorithm::RS384, &grant),
-            &["algorithm"],
-        ),
-        ("alg none", unsigned(&grant), &["algorithm", "malformed"]),
-    ];
-    for (what, token, reasons) in &cases {
-        let before = failures(&s);
-        subscribe_refused(a, "topic=k.x", token).assert_error_code(401, "invalid_token");
-        let reason = new_failure(&s, &before);
-        assert!(
-            reasons.contains(&reason.as_str()),
-            "{what}: counted as {reason}, not {reasons:?}"
-        );
-        try_publish(a, token, "k.x", "never").assert_error_code(401, "invalid_token");
-    }
-    let _ = std::fs::remove_file(file);
-}
+    // Past exp but within the leeway the stream is still served.
+    sleep_until_unix_ms(close_at_ms - 300);
+    let before = publish_as(a, &long, "x.a", "before");
+    assert_eq!(sub.next_event().unwrap().id_u64(), before);
 
-#[test]
-fn a_jwks_document_picks_the_key_by_kid() {
-    if !openssl_ready() {
-        return;
-    }
-    let (rsa, ec, stranger) = (Key::rsa(), Key::ec(), Key::rsa());
-    let jwks = json!({"keys": [rsa.jwk("rsa-1"), ec.jwk("ec-1")]});
-    let file = write_temp("jwks.json", &jwks.to_string());
-    let s = Server::start(&format!(
-        "[auth]\npublic_key_file = \"{}\"\n",
-        file.display()
+    // Then it ends by itself (no heartbeat is due for 15 s), at
+    // exp + leeway and within about a second of it.
+    sub.set_timeout(Duration::from_millis(
+        (close_at_ms + 1500).saturating_sub(now_ms()).max(1),
     ));
-    let a = s.addr();
-    let grant = claims(json!({"subscribe": ["j.>"], "publish": ["j.>"]}));
-
-    drop(subscribe(a, "topic=j.x", &rsa.sign_kid("rsa-1", &grant)));
-    drop(subscribe(a, "topic=j.x", &ec.sign_kid("ec-1", &grant)));
-    publish_as(a, &ec.sign_kid("ec-1", &grant), "j.x", "ok");
-    let cases: Vec<(&str, String, &[&str])> = vec![
-        (
-            "an unknown kid",
-            rsa.sign_kid("rsa-2", &grant),
-            &["unknown_key"],
-        ),
-        (
-            "the kid of a key of another type",
-            rsa.sign_kid("ec-1", &grant),
-            &["algorithm", "unknown_key", "signature"],
-        ),
-        (
-            "a listed kid, another key",
-            stranger.sign_kid("rsa-1", &grant),
-            &["signature"],
-        ),
-    ];
-    for (what, token, reasons) in &cases {
-        let before = failures(&s);
-        subscribe_refused(a, "topic=j.x", token).assert_error_code(401, "invalid_token");
-        let reason = new_failure(&s, &before);
-        assert!(
-            reasons.contains(&reason.as_str()),
-            "{what}: counted as {reason}, not {reasons:?}"
-        );
-    }
-    let _ = std::fs::remove_file(file);
-}
-
-#[test]
-fn a_subscription_pattern_needs_a_grant_that_covers_it() {
-    let s = Server::start(&hs256_config(""));
-    let a = s.addr();
-    let cases: &[(serde_json::Value, &[&str], u16)] = &[
-        (json!({"subscribe": ["quotes.*"]}), &["quotes.AAPL"], 200),
-        (json!({"subscribe": ["quotes.*"]}), &["quotes.*"], 200),
-        (json!({"subscribe": ["quotes.*"]}), &["quotes.>"], 403),
-        (
-            json!({"subscribe": ["quotes.*"]}),
-            &["quotes.NASDAQ.AAPL"],
-            403,
-        ),
-        (json!({"subscribe": ["quotes.>"]}), &["quotes.*.AAPL"], 200),
-        (json!({"subscribe": ["quotes.>"]}), &["quotes.>"], 200),
-        (json!({"subscribe": ["quotes.>"]}), &["quotes"], 403),
-        (json!({"subscribe": ["quotes.>"]}), &[">"], 403),
-        (
-            json!({"subscribe": ["quotes.*.AAPL"]}),
-            &["quotes.NYSE.AAPL"],
-            200,
-        ),
-        (
-            json!({"subscribe": ["quotes.*.AAPL"]}),
-            &["quotes.*.*"],
-            403,
-        ),
-        (
-            json!({"subscribe": ["quotes.NASDAQ.AAPL"]}),
-            &["quotes.NASDAQ.*"],
-            403,
-        ),
-        (
-            json!({"subscribe": [">"]}),
-            &["fx.EUR.USD", "quotes.*.AAPL"],
-            200,
-        ),
-        (
-            json!({"subscribe": ["quotes.>", "fx.*"]}),
-            &["quotes.A", "fx.EUR"],
-            200,
-        ),
-        (
-            json!({"subscribe": ["quotes.>", "fx.*"]}),
-            &["quotes.A", "fx.EUR.USD"],
-            403,
-        ),
-        (
-            json!({"subscribe_delayed": ["quotes.>"]}),
-            &["quotes.A"],
-            200,
-        ),
-        (json!({"publish": [">"]}), &["quotes.A"], 403),
-        (json!({}), &["quotes.A"], 403),
-    ];
-    let before = failures(&s);
-    for (grant, patterns, status) in cases {
-        let token = hs256(&claims(grant.clone()));
-        let query: Vec<String> = patterns
-            .iter()
-            .map(|p| format!("topic={}", enc(p)))
-            .collect();
-        let query = query.join("&");
-        if *status == 200 {
-            drop(subscribe(a, &query, &token));
-        } else {
-            let r = subscribe_refused(a, &query, &token);
-            assert_eq!(r.status, *status, "{grant} for {patterns:?}");
-            r.assert_error_code(403, "forbidden");
-        }
-    }
-    assert_eq!(failures(&s), before, "a 403 is not an invalid token");
-}
-
-#[test]
-fn a_publish_needs_a_grant_that_covers_its_topic_and_a_batch_is_all_or_nothing() {
-    let s = Server::start(&hs256_config(""));
-    let a = s.addr();
-    let reader = hs256(&claims(json!({"subscribe": [">"]})));
-    let writer = hs256(&claims(json!({"publish": ["quotes.NASDAQ.*", "news.>"]})));
-    let mut sub = subscribe(a, "topic=%3E", &reader);
-    wait_subscribers(&s, 1);
-
-    let ok = publish_as(a, &writer, "quotes.NASDAQ.AAPL", "ok");
-    assert_eq!(sub.next_event().unwrap().id_u64(), ok);
-    for topic in ["quotes.NYSE.IBM", "quotes.NASDAQ.AAPL.x", "news"] {
-        try_publish(a, &writer, topic, "no").assert_error_code(403, "forbidden");
-    }
-    // Reading is not writing.
-    try_publish(a, &reader, "quotes.NASDAQ.AAPL", "no").assert_error_code(403, "forbidden");
-    let published = s.metric("ringcast_events_published_total");
-    try_publish_batch(
-        a,
-        &writer,
-        &[
-            ("quotes.NASDAQ.MSFT", "1"),
-            ("news.x.y", "2"),
-            ("quotes.NYSE.IBM", "3"),
-        ],
-    )
-    .assert_error_code(403, "forbidden");
-    let r = try_publish_batch(
-        a,
-        &writer,
-        &[("quotes.NASDAQ.MSFT", "4"), ("news.x.y", "5")],
-    );
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let ids: Vec<u64> = r.json()["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().parse().unwrap())
-        .collect();
-    let got = sub.take(2);
-    assert_eq!(
-        got.iter().map(Event::id_u64).collect::<Vec<_>>(),
-        ids,
-        "nothing of the refused batch"
-    );
-    assert_eq!((got[0].data.as_str(), got[1].data.as_str()), ("4", "5"));
-    assert_eq!(s.metric("ringcast_events_published_total"), published + 2.0);
-}
-
-#[test]
-fn one_subscription_is_all_real_time_or_all_delayed() {
-    let s = Server::start(&hs256_config(""));
-    let a = s.addr();
-    let token = hs256(&claims(json!({
-        "subscribe": ["rt.>"],
-        "subscribe_delayed": ["dl.>", "rt.both.>"],
-    })));
-    subscribe_refused(a, "topic=rt.a&topic=dl.b", &token).assert_error_code(400, "mixed_delay");
-    subscribe_refused(a, "topic=dl.b&topic=rt.%3E", &token).assert_error_code(400, "mixed_delay");
-    drop(subscribe(a, "topic=dl.a&topic=dl.%3E", &token));
-    // A pattern covered by both kinds of grant is real-time.
-    let mut rt = subscribe(a, "topic=rt.a&topic=rt.both.x", &token);
-    wait_subscribers(&s, 1);
-    let writer = hs256(&claims(json!({"publish": [">"]})));
-    let id = publish_as(a, &writer, "rt.both.x", "now");
-    let ev = rt.next_event().unwrap();
-    assert_eq!(
-        (ev.id_u64(), ev.data.as_str()),
-        (id, "now"),
-        "delivered at once"
-    );
-}
-
-#[test]
-fn tenants_never_see_each_others_events() {
-    let s = Server::start(&hs256_config(""));
-    let a = s.addr();
-    let tok_a = hs256(&claims(
-        json!({"tenant": "a", "subscribe": ["quotes.>"], "publish": ["quotes.>"]}),
-    ));
-    let tok_b = hs256(&claims(
-        json!({"tenant": "b", "subscribe": [">"], "publish": [">"]}),
-    ));
-    let tok_d = hs256(&claims(json!({"subscribe": [">"], "publish": [">"]})));
-    let b0 = publish_as(a, &tok_b, "quotes.X", "b0");
-    let d0 = publish_as(a, &tok_d, "quotes.X", "d0");
-
-    let mut sub_a = subscribe(a, "topic=quotes.X", &tok_a);
-    let mut sub_b = subscribe(a, "topic=%3E&topic=quotes.X", &tok_b);
-    let mut sub_d = subscribe(a, "topic=%3E", &tok_d);
-    wait_subscribers(&s, 3);
-    let a1 = publish_as(a, &tok_a, "quotes.X", "a1");
-    let b1 = publish_as(a, &tok_b, "quotes.X", "b1");
-    let d1 = publish_as(a, &tok_d, "quotes.X", "d1");
-    let a2 = publish_as(a, &tok_a, "quotes.X", "a2");
     assert!(
-        b0 < d0 && d0 < a1 && a1 < b1 && b1 < d1 && d1 < a2,
-        "one global id sequence"
+        sub.at_eof(),
+        "still open {} ms after exp + leeway",
+        now_ms() as i64 - close_at_ms as i64
     );
-    // Streams are in id order, so the next event of each proves that the
-    // other tenants' earlier events were skipped.
-    let ids = |sub: &mut Sse, n| sub.take(n).iter().map(Event::id_u64).collect::<Vec<_>>();
-    assert_eq!(ids(&mut sub_a, 2), [a1, a2]);
-    assert_eq!(ids(&mut sub_b, 1), [b1]);
-    assert_eq!(ids(&mut sub_d, 1), [d1]);
-
-    // Replay: from an id before all of them, each gets only its own.
-    let b2 = publish_as(a, &tok_b, "quotes.X", "b2");
-    let from = b0.to_string();
-    let mut r = Sse::open_with(
-        a,
-        "topic=%3E",
-        &[("Authorization", &bearer(&tok_b)), ("Last-Event-ID", &from)],
+    let closed_ms = now_ms();
+    assert!(
+        closed_ms + 20 >= close_at_ms,
+        "closed {} ms early",
+        close_at_ms - closed_ms
     );
-    assert_eq!(ids(&mut r, 2), [b1, b2]);
-    let mut r = Sse::open_with(
-        a,
-        "topic=quotes.%3E",
-        &[("Authorization", &bearer(&tok_a)), ("Last-Event-ID", &from)],
+    assert!(
+        closed_ms <= close_at_ms + 1200,
+        "closed {} ms late",
+        closed_ms - close_at_ms
     );
-    assert_eq!(ids(&mut r, 2), [a1, a2]);
-    let mut r = Sse::open_with(
-        a,
-        "topic=%3E",
-        &[("Authorization", &bearer(&tok_d)), ("Last-Event-ID", &from)],
+    let last = last_line(&sub.raw);
+    assert!(
+        last.strip_prefix("retry: ")
+            .is_some_and(|ms| ms.parse::<u64>().is_ok()),
+        "the last line is a retry: {last:?}"
     );
-    assert_eq!(ids(&mut r, 1), [d1]);
+    assert_eq!(
+        s.metric_until("ringcast_token_expired_total", |v| v >= 1.0),
+        1.0
+    );
 
-    // Snapshot: the newest value of quotes.X in each namespace.
-    for (tok, want, data) in [(&tok_a, a2, "a2"), (&tok_b, b2, "b2"), (&tok_d, d1, "d1")] {
-        let mut snap = subscribe(a, "topic=quotes.X&snapshot=1", tok);
-        let ev = snap.next_event().unwrap();
-        assert_eq!((ev.id_u64(), ev.data.as_str()), (want, data));
-        // Then live, nothing else of the snapshot.
-        let live = publish_as(a, tok, "quotes.X", "live");
-        assert_eq!(snap.next_event().unwrap().id_u64(), live);
-    }
-}
-
-#[test]
-fn the_publish_rate_is_a_bucket_per_holder() {
-    let s = Server::start(&hs256_config("[limits]\npublish_rate_per_token = 5\n"));
-    let a = s.addr();
-    let holder = |who| hs256(&claims(merge(json!({"publish": ["p.>"]}), who)));
-    let five = [
-        ("p.x", "1"),
-        ("p.x", "2"),
-        ("p.x", "3"),
-        ("p.x", "4"),
-        ("p.x", "5"),
-    ];
-    let limited = |r: Response| {
-        r.assert_error_code(429, "rate_limited");
-        let after: u64 = r
-            .header("retry-after")
-            .expect("a 429 says when to retry")
-            .parse()
-            .expect("Retry-After in whole seconds");
-        assert!(after >= 1, "Retry-After {after}");
-        after
-    };
-
-    // The bucket starts full with one second's worth; a batch takes one
-    // unit per event.
-    let p1 = holder(json!({"jti": "p1"}));
-    assert_eq!(try_publish_batch(a, &p1, &five).status, 200);
-    let wait = limited(try_publish_batch(a, &p1, &five));
-    // Another token of the same holder (same jti) shares the bucket...
-    limited(try_publish(
-        a,
-        &holder(json!({"jti": "p1", "exp": now_s() + 120})),
-        "p.x",
-        "6",
-    ));
-    // ...another holder has its own.
-    publish_as(a, &holder(json!({"jti": "p2"})), "p.x", "other holder");
-
-    // Without jti, sub names the holder.
-    let alice = holder(json!({"sub": "alice"}));
-    assert_eq!(try_publish_batch(a, &alice, &five).status, 200);
-    limited(try_publish(
-        a,
-        &holder(json!({"sub": "alice", "exp": now_s() + 90})),
-        "p.x",
-        "6",
-    ));
-    publish_as(a, &holder(json!({"sub": "bob"})), "p.x", "bob");
-
-    // Single publishes count too: the burst passes, then the bucket runs dry.
-    let p3 = holder(json!({"jti": "p3"}));
-    for i in 0..5 {
-        publish_as(a, &p3, "p.x", &i.to_string());
-    }
-    let refused = (0..10).find_map(|_| {
-        let r = try_publish(a, &p3, "p.x", "more");
-        (r.status != 200).then_some(r)
-    });
-    limited(refused.expect("the bucket runs dry"));
-
-    // Time refills it (time is the subject here).
-    std::thread::sleep(Duration::from_secs(wait));
-    publish_as(a, &p1, "p.x", "refilled");
+    // The same token is now refused; the other stream goes on.
+    subscribe_refused(a, "topic=x.a", &short).assert_error_code(401, "invalid_token");
+    let after = publish_as(a, &long, "x.a", "after");
+    assert_eq!(
+        stays.take(2).iter().map(Event::id_u64).collect::<Vec<_>>(),
+        [before, after]
+    );
+    assert_eq!(s.metric("ringcast_token_expired_total"), 1.0);
 }
 
 #[test]
