@@ -138,19 +138,28 @@ fn publish_once_accepted(s: &Server, token: &str, topic: &str, data: &str) -> u6
     }
 }
 
-/// Waits (bounded) until the server logs a line about a reload after
-/// `from` bytes of its log: the only sign that a failed reload happened.
-fn wait_reload_logged(s: &Server, from: usize, file: &std::path::Path) {
+/// Waits (bounded) until the server logs a warning or error about a
+/// reload or the key file after `from` bytes of its log: the only sign
+/// that a failed reload has happened (a successful one is not enough).
+fn wait_failed_reload_logged(s: &Server, from: usize, file: &std::path::Path) {
     let deadline = Instant::now() + TIMEOUT;
-    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    let name = file
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_ascii_lowercase();
     loop {
         let log = s.stderr.lock().unwrap()[from..].to_ascii_lowercase();
-        if log.contains("reload") || log.contains(&name.to_ascii_lowercase()) {
+        let found = log.lines().any(|l| {
+            (l.contains("warn") || l.contains("error"))
+                && (l.contains("reload") || l.contains(&name))
+        });
+        if found {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "no log line about the failed reload"
+            "no warning or error about the failed reload in the log"
         );
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -198,7 +207,7 @@ fn sighup_rotates_the_keys_and_open_streams_stay() {
     );
     let log_len = s.stderr.lock().unwrap().len();
     s.signal(libc::SIGHUP);
-    wait_reload_logged(&s, log_len, &file);
+    wait_failed_reload_logged(&s, log_len, &file);
     let third = publish_as(a, &by_new, "r.x", "after a failed reload");
     assert_eq!(sub.next_event().unwrap().id_u64(), third);
     try_publish(a, &by_old, "r.x", "old key").assert_error_code(401, "invalid_token");
