@@ -3,6 +3,8 @@
 //! client and an SSE parser that follows the WHATWG EventSource rules.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod auth;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -99,10 +101,15 @@ impl Server {
     }
 
     pub fn kill_term(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends `sig` (e.g. `libc::SIGHUP`) to the server.
+    pub fn signal(&self, sig: i32) {
         // SAFETY: sending a signal to our own child process by pid.
         #[allow(unsafe_code)]
         unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
+            libc::kill(self.child.id() as i32, sig);
         }
     }
 
@@ -239,6 +246,12 @@ impl Response {
         assert!(v["error"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
         assert!(v["message"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
     }
+
+    /// Asserts a SPEC §6 error body with `status` and error `code`.
+    pub fn assert_error_code(&self, status: u16, code: &str) {
+        self.assert_error(status);
+        assert_eq!(self.json()["error"], code, "status {status}");
+    }
 }
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
@@ -301,11 +314,36 @@ pub fn get(addr: SocketAddr, path: &str) -> Response {
 }
 
 pub fn post(addr: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> Response {
+    post_with(addr, path, content_type, &[], body)
+}
+
+/// `get` with extra request headers.
+pub fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut raw = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str("\r\n");
+    request(addr, raw.as_bytes())
+}
+
+/// `post` with extra request headers.
+pub fn post_with(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut raw = format!(
-        "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
         body.len()
-    )
-    .into_bytes();
+    );
+    for (k, v) in headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str("\r\n");
+    let mut raw = raw.into_bytes();
     raw.extend_from_slice(body);
     request(addr, &raw)
 }
@@ -411,6 +449,31 @@ impl Sse {
             retry: None,
             raw: Vec::new(),
         }
+    }
+
+    /// Opens a subscription that must be refused and returns the error
+    /// answer; a `200` stream fails the test at once instead of waiting
+    /// for a body that never ends.
+    pub fn refused(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> Response {
+        let mut sse = Self::open_with(addr, query, headers);
+        assert_ne!(
+            sse.status, 200,
+            "expected a refusal, got a stream: {}",
+            sse.head
+        );
+        let mut resp = Response {
+            status: sse.status,
+            headers: sse.headers.clone(),
+            body: Vec::new(),
+        };
+        let n: usize = resp
+            .header("content-length")
+            .expect("an error answer has a length")
+            .parse()
+            .unwrap();
+        resp.body = vec![0; n];
+        sse.r.read_exact(&mut resp.body).unwrap();
+        resp
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
