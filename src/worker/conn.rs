@@ -182,6 +182,10 @@ pub struct Conn {
     draining: Cell<bool>,
     /// The patterns are in the worker's delayed table (`subscribe_delayed`).
     delayed: Cell<bool>,
+    /// A delayed subscriber was sent `resync` for events the byte cap
+    /// pushed out, and no event since: a further loss extends the same
+    /// gap and is not announced again.
+    gap_reported: Cell<bool>,
     /// Tick at which the stream's token expires; 0 = no token.
     expires_at: Cell<u64>,
     /// A token-expiry entry is in the wheel.
@@ -230,6 +234,7 @@ impl Conn {
             stall_armed: Cell::new(false),
             draining: Cell::new(false),
             delayed: Cell::new(false),
+            gap_reported: Cell::new(false),
             expires_at: Cell::new(0),
             expiry_armed: Cell::new(false),
             close: Oneshot::default(),
@@ -350,6 +355,17 @@ impl Conn {
     pub(crate) fn set_patterns(&self, patterns: Vec<Box<str>>, delayed: bool) {
         *self.patterns.borrow_mut() = patterns;
         self.delayed.set(delayed);
+    }
+
+    /// Records that a gap in the delayed view was announced; false when
+    /// it already was and no event has been queued since.
+    pub(crate) fn report_gap(&self) -> bool {
+        !self.gap_reported.replace(true)
+    }
+
+    /// An event was queued after an announced gap.
+    pub(crate) fn gap_closed(&self) {
+        self.gap_reported.set(false);
     }
 
     /// True when the patterns are in the worker's delayed table.

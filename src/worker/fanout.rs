@@ -242,8 +242,13 @@ impl Worker {
             };
             subs.for_each_match(&ev.topic, |k| {
                 if let Some(c) = conns.get(k as usize) {
-                    if enqueue(c, &ev, bound, now, &self.metrics) == Enqueued::Backlogged {
-                        backlog.push(c.clone());
+                    match enqueue(c, &ev, bound, now, &self.metrics) {
+                        Enqueued::Yes => c.gap_closed(),
+                        Enqueued::Backlogged => {
+                            c.gap_closed();
+                            backlog.push(c.clone());
+                        }
+                        Enqueued::Duplicate | Enqueued::Closed | Enqueued::Slow => {}
                     }
                 }
             });
@@ -256,7 +261,8 @@ impl Worker {
 
     /// `history.max_bytes` pushed `dropped` out of the delay line before
     /// their time: every delayed subscriber they would have reached gets
-    /// `resync` (`history_expired`) once, never a silent gap.
+    /// `resync` (`history_expired`), never a silent gap — once per gap: a
+    /// subscriber told already, and sent nothing since, is not told again.
     fn resync_delayed(&self, dropped: &[Event]) {
         let subs = self.delayed_subs.borrow();
         let conns = self.conns.borrow();
@@ -271,7 +277,10 @@ impl Worker {
         hit.sort_unstable();
         hit.dedup();
         for k in hit {
-            if let Some(c) = conns.get(k as usize).filter(|c| c.closed().is_none()) {
+            if let Some(c) = conns
+                .get(k as usize)
+                .filter(|c| c.closed().is_none() && c.report_gap())
+            {
                 tracing::debug!(conn = c.id, request_id = %c.request_id(), "delayed events evicted by history.max_bytes: resync");
                 self.metrics.resyncs.fetch_add(1, Relaxed);
                 c.push_raw(crate::frame::resync("history_expired"));
@@ -749,6 +758,14 @@ mod tests {
         assert!(frames(&on_u).is_empty(), "nothing of u was lost");
         assert_eq!(w.metrics.resyncs.load(Relaxed), 1);
         assert_eq!(w.delay_line.as_ref().unwrap().borrow().released_upto(), 1);
+        // 4 pushes out 2 (u): now u's subscriber has lost one too.
+        w.fan_out(&[young(4, "t")], usize::MAX, 0);
+        assert_eq!(frames(&on_u), vec![crate::frame::resync("history_expired")]);
+        // 5 pushes out 3 (t): a further loss before anything reached t's
+        // subscriber is the same gap, not announced again.
+        w.fan_out(&[young(5, "t")], usize::MAX, 0);
+        assert_eq!(frames(&on_t).len(), 1, "one resync per gap");
+        assert_eq!(w.metrics.resyncs.load(Relaxed), 2);
     }
 
     #[test]
