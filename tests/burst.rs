@@ -101,16 +101,6 @@ fn batch(topic: &str, n: usize, size: usize, tag: usize) -> Vec<u8> {
     body
 }
 
-fn ids_of(r: &Response) -> Vec<u64> {
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    r.json()["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().parse().unwrap())
-        .collect()
-}
-
 #[test]
 fn a_burst_of_large_batches_reaches_fast_readers_whole_and_a_stalled_reader_is_still_closed() {
     // Default bounds: 1 MiB of unsent bytes per subscriber.
@@ -150,7 +140,7 @@ fn a_burst_of_large_batches_reaches_fast_readers_whole_and_a_stalled_reader_is_s
                 start.wait();
                 bodies
                     .iter()
-                    .flat_map(|b| ids_of(&post(addr, "/publish", "application/x-ndjson", b)))
+                    .flat_map(|b| post(addr, "/publish", "application/x-ndjson", b).batch_ids())
                     .collect::<Vec<u64>>()
             })
         })

@@ -31,13 +31,7 @@ fn ndjson_batch_ids_in_order() {
     let mut sub = Sse::open(s.addr(), "topic=n.%3E");
     let body = b"{\"topic\":\"n.a\",\"data\":\"first\"}\n{\"topic\":\"n.b\",\"event\":\"e\",\"data\":\"two\\nlines\"}\r\n\n{\"topic\":\"x\",\"data\":\"elsewhere\"}\n";
     let r = post(s.addr(), "/publish", "application/x-ndjson", body);
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let ids: Vec<u64> = r.json()["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().parse().unwrap())
-        .collect();
+    let ids = r.batch_ids();
     assert_eq!(ids.len(), 3);
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
     let got = sub.take(2);

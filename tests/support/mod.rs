@@ -233,6 +233,22 @@ impl Response {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// The ids of a 200 ndjson publish acknowledgement, `{"ids":[...]}`.
+    pub fn batch_ids(&self) -> Vec<u64> {
+        assert_eq!(self.status, 200, "{}", String::from_utf8_lossy(&self.body));
+        self.json()["ids"]
+            .as_array()
+            .expect("an ids array")
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .expect("a string id")
+                    .parse()
+                    .expect("a decimal id")
+            })
+            .collect()
+    }
+
     /// Asserts a SPEC §6 error body with `status`.
     pub fn assert_error(&self, status: u16) {
         assert_eq!(
