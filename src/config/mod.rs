@@ -47,6 +47,18 @@ pub enum IoDriver {
     Legacy,
 }
 
+/// Who keeps the order of events (issue 11: which is cheaper is measured
+/// by `scripts/compare.sh`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SequencerKind {
+    /// A sequencer thread of its own: publishing workers hand it their
+    /// events over a bounded queue and wait for its acknowledgement.
+    Thread,
+    /// The publishing worker itself, under a short lock: no thread hop.
+    Worker,
+}
+
 /// `[server]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -65,6 +77,8 @@ pub struct Server {
     pub ingest_ring_slots: usize,
     /// Publish requests waiting for the sequencer before 503.
     pub publish_queue_slots: usize,
+    /// Who keeps the order of events: a thread, or the publishing worker.
+    pub sequencer: SequencerKind,
     /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For`
     /// names the client for `limits.max_connections_per_ip`.
     pub trusted_proxies: Vec<String>,
@@ -80,6 +94,7 @@ impl Default for Server {
             io_driver: IoDriver::Auto,
             ingest_ring_slots: 65_536,
             publish_queue_slots: 4096,
+            sequencer: SequencerKind::Thread,
             trusted_proxies: Vec::new(),
         }
     }
@@ -480,7 +495,7 @@ mod tests {
         )
         .unwrap();
         let schema = load::Schema::of_defaults();
-        assert_eq!(schema.keys().count(), 39, "the schema lists every key");
+        assert_eq!(schema.keys().count(), 40, "the schema lists every key");
         for (section, key) in schema.keys() {
             let body = text
                 .split(&format!("[{section}]\n"))

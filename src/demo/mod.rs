@@ -111,14 +111,23 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
                         }
                     })
                     .collect();
-                // A full publish queue means real publishers are pushing hard:
-                // the demo yields its tick rather than adding to the pressure.
-                let _ = shared.seq_tx.try_send(SeqMsg::Publish(PublishReq {
-                    origin: None,
-                    token: 0,
-                    events,
-                    read_ns: crate::event::now_ns(),
-                }));
+                // A full publish queue (or ring) means real publishers are
+                // pushing hard: the demo yields its tick rather than adding
+                // to the pressure.
+                let read_ns = crate::event::now_ns();
+                match &shared.order {
+                    Some(order) => {
+                        let _ = order.sequence(events, read_ns);
+                    }
+                    None => {
+                        let _ = shared.seq_tx.try_send(SeqMsg::Publish(PublishReq {
+                            origin: None,
+                            token: 0,
+                            events,
+                            read_ns,
+                        }));
+                    }
+                }
             }
         })?;
     Ok(())

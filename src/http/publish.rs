@@ -17,6 +17,8 @@ use super::publish_body::{parse_publish_ndjson, parse_publish_raw};
 use super::response;
 use super::router::Answer;
 use crate::auth::RateVerdict;
+use crate::event::NewEvent;
+use crate::sequencer::order::{Full, Order};
 use crate::sequencer::{PublishReq, SeqMsg};
 use crate::worker::{Ack, Worker};
 
@@ -75,6 +77,30 @@ pub(super) async fn publish(
         }
     }
     let many = head.ndjson;
+    let (first, count) = match &w.shared.order {
+        Some(order) => sequence_here(w, order, events, read_ns).await?,
+        None => sequence_on_thread(w, events, read_ns).await?,
+    };
+    Ok((
+        200,
+        response::full(
+            200,
+            "application/json",
+            cors,
+            &ack_body(first, count, many),
+            keep_alive,
+            false,
+        ),
+    ))
+}
+
+/// Hands the events to the sequencer thread and waits for its
+/// acknowledgement: the first id and the count.
+async fn sequence_on_thread(
+    w: &Worker,
+    events: Vec<NewEvent>,
+    read_ns: u64,
+) -> Result<(u64, u32), HttpError> {
     let cell = Rc::new(Ack::default());
     let token = w.acks.borrow_mut().insert(cell.clone()) as u32;
     let req = SeqMsg::Publish(PublishReq {
@@ -95,19 +121,42 @@ pub(super) async fn publish(
             }
         });
     }
-    let (first, count) = cell.wait().await;
+    let ack = cell.wait().await;
     w.acks.borrow_mut().remove(token as usize);
-    Ok((
-        200,
-        response::full(
-            200,
-            "application/json",
-            cors,
-            &ack_body(first, count, many),
-            keep_alive,
-            false,
-        ),
-    ))
+    Ok(ack)
+}
+
+/// How long a publish waits for room in a full ring (worker-side order)
+/// before it is answered 503.
+const FULL_RING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sequences the events on this worker (`server.sequencer = "worker"`):
+/// once they are on every ring the publish is answered. While a ring is
+/// full (the workers are behind) it waits outside the order's lock,
+/// retrying every millisecond, and gives up with 503 after
+/// `FULL_RING_WAIT`.
+async fn sequence_here(
+    w: &Worker,
+    order: &Order,
+    mut events: Vec<NewEvent>,
+    read_ns: u64,
+) -> Result<(u64, u32), HttpError> {
+    let give_up = Instant::now() + FULL_RING_WAIT;
+    loop {
+        match order.sequence(events, read_ns) {
+            Ok(ack) => return Ok(ack),
+            Err(Full(back)) => events = back,
+        }
+        if Instant::now() >= give_up || w.shared.draining.load(Relaxed) {
+            w.shared.global.publish_rejected.fetch_add(1, Relaxed);
+            return Err(HttpError::Unavailable(
+                "the workers are behind (ingest rings full); retry shortly",
+                1,
+            ));
+        }
+        // This worker's own ring drain runs meanwhile.
+        monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
 }
 
 /// The acknowledgement: `{"id":"<id>"}` for a raw publish,

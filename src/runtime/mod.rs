@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use crate::config::Config;
+use crate::config::{Config, SequencerKind};
 use crate::error::StartError;
+use crate::sequencer::order::Order;
 use crate::sequencer::ring::{ring, RingRx};
 use crate::sequencer::Sequencer;
 use crate::worker::{Shared, Worker};
@@ -68,14 +69,25 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
     );
     let pin = cfg.server.pin_cores;
     let issued = Arc::new(AtomicU64::new(0));
+    let kind = cfg.server.sequencer;
     let mut shared = Shared::new(cfg, seq_tx, issued.clone());
     shared.auth = auth;
+    match kind {
+        SequencerKind::Worker => {
+            shared.order = Some(Arc::new(Order::new(txs, shared.global.clone(), issued)));
+            drop(seq_rx);
+        }
+        SequencerKind::Thread => {
+            let seq = Sequencer::new(seq_rx, txs, shared.global.clone(), issued);
+            std::thread::Builder::new()
+                .name("ringcast-seq".into())
+                .spawn(move || seq.run())
+                .map_err(|e| {
+                    StartError::Fatal(format!("cannot start the sequencer thread: {e}"))
+                })?;
+        }
+    }
     let shared = Arc::new(shared);
-    let seq = Sequencer::new(seq_rx, txs, shared.global.clone(), issued);
-    std::thread::Builder::new()
-        .name("ringcast-seq".into())
-        .spawn(move || seq.run())
-        .map_err(|e| StartError::Fatal(format!("cannot start the sequencer thread: {e}")))?;
 
     let cores = if pin {
         core_affinity::get_core_ids().unwrap_or_default()

@@ -78,7 +78,12 @@ impl Server {
     /// the workers first.
     fn begin_shutdown(&self) {
         if !self.shared.draining.swap(true, Relaxed) {
-            let _ = self.shared.seq_tx.send(SeqMsg::Drain);
+            match &self.shared.order {
+                Some(order) => order.drain(),
+                None => {
+                    let _ = self.shared.seq_tx.send(SeqMsg::Drain);
+                }
+            }
         }
     }
 

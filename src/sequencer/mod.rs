@@ -20,9 +20,28 @@ use crate::event::{epoch_first_id, now_ns, Event, NewEvent};
 use crate::frame;
 use crate::ops::metrics::GlobalMetrics;
 
+pub(crate) mod order;
 pub mod ring;
 
 use ring::{Msg, Pushed, RingTx};
+
+/// Gives `events` consecutive ids from `*next_id` on and encodes each
+/// frame once; both orders (the thread and the worker-side lock) use it.
+fn stamp(next_id: &mut u64, events: Vec<NewEvent>, born_ns: u64) -> Vec<Event> {
+    events
+        .into_iter()
+        .map(|ev| {
+            let id = *next_id;
+            *next_id += 1;
+            Event {
+                id,
+                frame: frame::encode(id, ev.event.as_deref(), &ev.data),
+                topic: ev.topic.into(),
+                born_ns,
+            }
+        })
+        .collect()
+}
 
 /// A publish request from a worker.
 #[derive(Debug)]
@@ -95,16 +114,7 @@ impl Sequencer {
                             .stage_sequenced
                             .observe_ns(born_ns.saturating_sub(req.read_ns));
                         let count = req.events.len() as u32;
-                        for ev in req.events {
-                            let id = self.next_id;
-                            self.next_id += 1;
-                            batch.push(Event {
-                                id,
-                                frame: frame::encode(id, ev.event.as_deref(), &ev.data),
-                                topic: ev.topic.into(),
-                                born_ns,
-                            });
-                        }
+                        batch.extend(stamp(&mut self.next_id, req.events, born_ns));
                         acks.push((req.origin, req.token, first_id, count));
                     }
                     SeqMsg::Drain => drain = true,

@@ -121,6 +121,11 @@ impl RingTx {
         }
     }
 
+    /// True when one more message fits without waiting.
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity().is_none_or(|cap| self.tx.len() < cap)
+    }
+
     /// Messages waiting in the ring.
     pub fn len(&self) -> usize {
         self.tx.len()

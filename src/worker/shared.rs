@@ -15,6 +15,7 @@ use crate::auth::{Failure, PublishRate, Verifier};
 use crate::config::trusted_proxies::TrustedProxies;
 use crate::config::Config;
 use crate::ops::metrics::{GlobalMetrics, WorkerMetrics};
+use crate::sequencer::order::Order;
 use crate::sequencer::SeqMsg;
 
 /// State every worker can read; written through atomics only.
@@ -28,6 +29,9 @@ pub(crate) struct Shared {
     pub(crate) workers: Vec<Arc<WorkerMetrics>>,
     /// Publish requests to the sequencer (bounded: full means 503).
     pub(crate) seq_tx: Sender<SeqMsg>,
+    /// The worker-side order (`server.sequencer = "worker"`): used
+    /// instead of `seq_tx` when set.
+    pub(crate) order: Option<Arc<Order>>,
     /// Shutdown has begun.
     pub(crate) draining: AtomicBool,
     /// Open connections over all workers (for `limits.max_connections`).
@@ -157,6 +161,7 @@ impl Shared {
             per_ip: Mutex::new(HashMap::new()),
             stats: super::stats::StatsBoard::new(n),
             auth: None,
+            order: None,
             publish_rate: PublishRate::new(cfg_rate),
             auth_failures: Failure::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             token_expired: AtomicU64::new(0),
