@@ -47,8 +47,9 @@ pub enum IoDriver {
     Legacy,
 }
 
-/// Who keeps the order of events (issue 11: which is cheaper is measured
-/// by `scripts/compare.sh`).
+/// Who keeps the order of events (`benches/results/performance/sequencer.md`:
+/// the worker costs a publish 31-46% less CPU; re-measure with
+/// `scripts/sequencer-ab.sh`).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SequencerKind {
@@ -94,7 +95,7 @@ impl Default for Server {
             io_driver: IoDriver::Auto,
             ingest_ring_slots: 65_536,
             publish_queue_slots: 4096,
-            sequencer: SequencerKind::Thread,
+            sequencer: SequencerKind::Worker,
             trusted_proxies: Vec::new(),
         }
     }

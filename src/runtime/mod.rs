@@ -1,6 +1,6 @@
-//! Threads: the sequencer thread and one monoio runtime per worker (io_uring,
-//! or the legacy driver with a warning), each pinned to its core; and the
-//! demo feed when asked for. Config in, a running [`Server`] out. The top of
+//! Threads: one monoio runtime per worker (io_uring, or the legacy driver
+//! with a warning), each pinned to its core; the sequencer thread when
+//! `server.sequencer = "thread"`; and the demo feed when asked for. Config in, a running [`Server`] out. The top of
 //! the import graph: it assembles every stage and nothing imports it.
 
 use std::rc::Rc;
