@@ -90,6 +90,51 @@ fn ten_thousand_publishes_on_one_keep_alive_connection() {
     assert_eq!(s.metric("ringcast_connections_total"), 3.0);
 }
 
+/// Concurrent publishers on both workers, under either keeper of the order
+/// (`server.sequencer`): every acknowledged id reaches the subscriber once,
+/// in strictly increasing order, and each publisher's events keep its order.
+#[test]
+fn concurrent_publishers_get_one_order_from_either_sequencer() {
+    for kind in ["worker", "thread"] {
+        let s = Server::start(&format!("[server]\nworkers = 2\nsequencer = \"{kind}\"\n"));
+        let mut sub = Sse::open(s.addr(), "topic=c.%3E");
+        let addr = s.addr();
+        let publishers: Vec<_> = (0..4)
+            .map(|p| {
+                std::thread::spawn(move || {
+                    let mut conn = Publisher::new(addr);
+                    (0..500)
+                        .map(|i| conn.publish(&format!("c.p{p}"), &format!("{p} {i}")))
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        let acked: Vec<Vec<u64>> = publishers.into_iter().map(|h| h.join().unwrap()).collect();
+        let got = sub.take(2000);
+        let ids: Vec<u64> = got.iter().map(|e| e.id_u64()).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "{kind}: one increasing order"
+        );
+        let mut all: Vec<u64> = acked.concat();
+        all.sort_unstable();
+        assert_eq!(ids, all, "{kind}: exactly the acknowledged ids");
+        for (p, mine) in acked.iter().enumerate() {
+            assert!(
+                mine.windows(2).all(|w| w[0] < w[1]),
+                "{kind}: publisher {p} in order"
+            );
+            let data: Vec<String> = got
+                .iter()
+                .filter(|e| e.data.starts_with(&format!("{p} ")))
+                .map(|e| e.data.clone())
+                .collect();
+            let want: Vec<String> = (0..500).map(|i| format!("{p} {i}")).collect();
+            assert_eq!(data, want, "{kind}: publisher {p}'s events in its order");
+        }
+    }
+}
+
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let s = Server::start("");
