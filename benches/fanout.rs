@@ -19,7 +19,7 @@ fn bench(c: &mut Criterion) {
         policy: SlowPolicy::Disconnect,
         grace_ticks: 10,
     };
-    let frame = ringcast::frame::encode(1, Some("quote"), &"x".repeat(100));
+    let frame = ringcast::frame::encode(1, Some("quote"), "x".repeat(100).as_bytes());
     for n in [1_000usize, 10_000, 100_000] {
         let conns: Vec<Conn> = (0..n as u32)
             .map(|k| Conn::new(k as u64, k, 1, 0, total.clone()))

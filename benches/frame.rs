@@ -15,7 +15,7 @@ fn bench(c: &mut Criterion) {
     ] {
         g.throughput(Throughput::Bytes(data.len() as u64));
         g.bench_with_input(BenchmarkId::from_parameter(name), &data, |b, d| {
-            b.iter(|| encode(1_795_350_803_953_273, Some("quote"), d))
+            b.iter(|| encode(1_795_350_803_953_273, Some("quote"), d.as_bytes()))
         });
     }
     g.finish();

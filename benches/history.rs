@@ -16,7 +16,7 @@ fn bench(c: &mut Criterion) {
     let topics: Vec<Arc<str>> = (0..100)
         .map(|i| format!("quotes.NASDAQ.S{i}").into())
         .collect();
-    let frame = ringcast::frame::encode(1, Some("quote"), &"x".repeat(100));
+    let frame = ringcast::frame::encode(1, Some("quote"), "x".repeat(100).as_bytes());
     let events: Vec<Event> = (1..=102_400u64)
         .map(|id| Event {
             id,

@@ -9,7 +9,7 @@ use ringcast::sequencer::ring::{ring, Msg};
 
 fn run(msgs: u64, per_msg: usize) {
     let (tx, rx) = ring(65_536);
-    let frame = ringcast::frame::encode(1, None, "x");
+    let frame = ringcast::frame::encode(1, None, b"x");
     let topic: Arc<str> = "t".into();
     let batch: Arc<[Event]> = (0..per_msg)
         .map(|i| Event {

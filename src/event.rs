@@ -15,15 +15,18 @@ use bytes::Bytes;
 /// The event type reserved for the server's resync signal.
 pub(crate) const RESYNC_EVENT: &str = "resync";
 
-/// One event as a publisher sent it, validated.
+/// One event as a publisher sent it, validated. Built without copying
+/// where it can be: the topic is the handle every stage keeps, and the data
+/// is a slice of the request body (a copy only where JSON escapes had to
+/// be decoded), read once more by the frame encoding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
     /// Concrete topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Event type, if any.
-    pub event: Option<String>,
-    /// UTF-8 data.
-    pub data: String,
+    pub event: Option<Box<str>>,
+    /// The data: valid UTF-8, checked when the request was parsed.
+    pub data: Bytes,
 }
 
 /// One sequenced event as every worker sees it.

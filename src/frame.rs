@@ -20,51 +20,42 @@ const ID_LINE_MAX: usize = 4 + 20 + 1;
 
 /// Splits `data` the way the WHATWG EventSource parser does: on `\r\n`, `\r`
 /// or `\n`. A trailing line break yields a final empty line, so the client
-/// reassembles the data exactly.
-fn data_lines(data: &str) -> impl Iterator<Item = &str> {
-    let bytes = data.as_bytes();
-    let mut start = 0usize;
-    let mut done = false;
+/// reassembles the data exactly. Line breaks are found with `memchr2`
+/// (SIMD): a one-line event, the common case, is one scan.
+fn data_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(data);
     std::iter::from_fn(move || {
-        if done {
-            return None;
-        }
-        let mut i = start;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'\n' => {
-                    let line = &data[start..i];
-                    start = i + 1;
-                    return Some(line);
-                }
-                b'\r' => {
-                    let line = &data[start..i];
-                    start = if bytes.get(i + 1) == Some(&b'\n') {
-                        i + 2
-                    } else {
-                        i + 1
-                    };
-                    return Some(line);
-                }
-                _ => i += 1,
+        let d = rest?;
+        match memchr::memchr2(b'\n', b'\r', d) {
+            None => {
+                rest = None;
+                Some(d)
+            }
+            Some(i) => {
+                let skip = if d[i] == b'\r' && d.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                rest = Some(&d[i + skip..]);
+                Some(&d[..i])
             }
         }
-        done = true;
-        Some(&data[start..])
     })
 }
 
 /// The buffer size `encode` reserves: never less than the frame (so the one
 /// allocation is never grown), at most the unused id digits plus 8 bytes per
 /// line-break byte of `data` more.
-fn capacity(event: Option<&str>, data: &str) -> usize {
-    let line_breaks = data.bytes().filter(|&b| b == b'\n' || b == b'\r').count();
+fn capacity(event: Option<&str>, data: &[u8]) -> usize {
+    let line_breaks = memchr::memchr2_iter(b'\n', b'\r', data).count();
     ID_LINE_MAX + event.map_or(0, |e| 8 + e.len()) + data.len() + (line_breaks + 1) * 7 + 1
 }
 
 /// Encodes one event frame: `id`, optional `event`, one `data:` line per line
-/// of `data`, and the blank line that dispatches it.
-pub fn encode(id: u64, event: Option<&str>, data: &str) -> Bytes {
+/// of `data` (UTF-8, checked by the caller), and the blank line that
+/// dispatches it.
+pub fn encode(id: u64, event: Option<&str>, data: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(capacity(event, data));
     buf.put_slice(b"id: ");
     let mut itoa = itoa_buf(id);
@@ -77,7 +68,7 @@ pub fn encode(id: u64, event: Option<&str>, data: &str) -> Bytes {
     }
     for line in data_lines(data) {
         buf.put_slice(b"data: ");
-        buf.put_slice(line.as_bytes());
+        buf.put_slice(line);
         buf.put_u8(b'\n');
     }
     buf.put_u8(b'\n');
@@ -163,7 +154,7 @@ mod tests {
             (0, None, "z", "id: 0\ndata: z\n\n"),
         ];
         for (id, ev, data, want) in cases {
-            let got = encode(*id, *ev, data);
+            let got = encode(*id, *ev, data.as_bytes());
             assert_eq!(std::str::from_utf8(&got).unwrap(), *want, "{data:?}");
         }
     }
@@ -180,8 +171,8 @@ mod tests {
             (42, None, &long_line),
         ];
         for (id, ev, data) in cases {
-            let cap = capacity(*ev, data);
-            let len = encode(*id, *ev, data).len();
+            let cap = capacity(*ev, data.as_bytes());
+            let len = encode(*id, *ev, data.as_bytes()).len();
             let breaks = data.bytes().filter(|&b| b == b'\n' || b == b'\r').count();
             assert!(len <= cap, "id {id}: frame {len} > reserved {cap}");
             assert!(

@@ -105,9 +105,9 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
                         let i = rng.usize(0..book.len());
                         let data = book[i].step(dt, &mut rng);
                         NewEvent {
-                            topic: format!("{ns}{}", book[i].topic),
+                            topic: format!("{ns}{}", book[i].topic).into(),
                             event: Some("quote".into()),
-                            data,
+                            data: data.into(),
                         }
                     })
                     .collect();

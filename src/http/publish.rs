@@ -44,15 +44,15 @@ pub(super) async fn publish(
         ));
     }
     let grant = authenticate(w, conn, head)?;
+    // The events' data are slices of the body (no copy) until the frames
+    // are encoded.
+    let body = body.freeze();
     let mut events = if head.ndjson {
         parse_publish_ndjson(&body, cfg.limits.max_event_bytes)?
     } else {
-        // The data becomes the event's `String`: free when the body was
-        // decoded into its own buffer (chunked), one copy when it shares
-        // the connection's read buffer.
         vec![parse_publish_raw(
             head.query(),
-            Vec::from(body),
+            body,
             cfg.limits.max_event_bytes,
         )?]
     };
@@ -73,7 +73,7 @@ pub(super) async fn publish(
         }
         let ns = g.namespace();
         for ev in &mut events {
-            ev.topic.insert_str(0, &ns);
+            ev.topic = format!("{ns}{}", ev.topic).into();
         }
     }
     let many = head.ndjson;

@@ -1,6 +1,10 @@
 //! Publish bodies (SPEC §4): a raw body with topic and event type in the
 //! query, or an ndjson batch that is accepted or refused whole.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
 use serde::Deserialize;
 
 use super::error::HttpError;
@@ -33,18 +37,19 @@ fn check_data(data: &str, max_event_bytes: usize) -> Result<(), HttpError> {
     Ok(())
 }
 
-/// Validates a raw-body publish: topic and event from the query, data = body.
+/// Validates a raw-body publish: topic and event from the query, data = the
+/// body itself (no copy).
 pub(crate) fn parse_publish_raw(
     query: &str,
-    body: Vec<u8>,
+    body: Bytes,
     max_event_bytes: usize,
 ) -> Result<NewEvent, HttpError> {
     let mut topic = None;
     let mut event = None;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match &*k {
-            "topic" => topic = Some(v.into_owned()),
-            "event" => event = Some(v.into_owned()),
+            "topic" => topic = Some(v),
+            "event" => event = Some(v),
             _ => {}
         }
     }
@@ -56,25 +61,34 @@ pub(crate) fn parse_publish_raw(
     if let Some(e) = &event {
         check_event_type(e)?;
     }
-    let data = String::from_utf8(body)
+    let data = std::str::from_utf8(&body)
         .map_err(|_| HttpError::BadRequest("invalid_utf8", "event data must be valid UTF-8"))?;
-    check_data(&data, max_event_bytes)?;
-    Ok(NewEvent { topic, event, data })
+    check_data(data, max_event_bytes)?;
+    Ok(NewEvent {
+        topic: Arc::from(&*topic),
+        event: event.map(|e| e.into_owned().into_boxed_str()),
+        data: body,
+    })
 }
 
+/// One ndjson line, borrowing from the body where no JSON escape had to be
+/// decoded.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NdjsonLine {
-    topic: String,
-    #[serde(default)]
-    event: Option<String>,
-    data: String,
+struct NdjsonLine<'a> {
+    #[serde(borrow)]
+    topic: Cow<'a, str>,
+    #[serde(default, borrow)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Cow<'a, str>,
 }
 
 /// Validates an ndjson batch; all-or-nothing: the first bad line fails the
-/// whole batch with a message naming it (1-based).
+/// whole batch with a message naming it (1-based). An event's data is a
+/// slice of `body` unless it held JSON escapes.
 pub(crate) fn parse_publish_ndjson(
-    body: &[u8],
+    body: &Bytes,
     max_event_bytes: usize,
 ) -> Result<Vec<NewEvent>, HttpError> {
     let text = std::str::from_utf8(body)
@@ -87,7 +101,7 @@ pub(crate) fn parse_publish_ndjson(
         }
         let n = i + 1;
         let bad = |what: String| HttpError::BadLine(n, what);
-        let parsed: NdjsonLine = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        let parsed: NdjsonLine<'_> = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
         validate_topic(&parsed.topic).map_err(|e| bad(e.message().to_owned()))?;
         if let Some(e) = &parsed.event {
             check_event_type(e).map_err(|e| bad(e.message().into_owned()))?;
@@ -99,9 +113,12 @@ pub(crate) fn parse_publish_ndjson(
             ));
         }
         out.push(NewEvent {
-            topic: parsed.topic,
-            event: parsed.event,
-            data: parsed.data,
+            topic: Arc::from(&*parsed.topic),
+            event: parsed.event.map(|e| e.into_owned().into_boxed_str()),
+            data: match parsed.data {
+                Cow::Borrowed(d) => body.slice_ref(d.as_bytes()),
+                Cow::Owned(d) => Bytes::from(d),
+            },
         });
     }
     if out.is_empty() {
@@ -122,9 +139,13 @@ mod tests {
 
     #[test]
     fn publish_raw_table() {
-        let ok = parse_publish_raw("topic=a.b&event=quote", b"x".to_vec(), 10).unwrap();
+        let ok = parse_publish_raw("topic=a.b&event=quote", Bytes::from_static(b"x"), 10).unwrap();
         assert_eq!(ok.event.as_deref(), Some("quote"));
-        let err = |q: &str, b: &[u8]| parse_publish_raw(q, b.to_vec(), 10).unwrap_err().status();
+        let err = |q: &str, b: &[u8]| {
+            parse_publish_raw(q, Bytes::copy_from_slice(b), 10)
+                .unwrap_err()
+                .status()
+        };
         assert_eq!(err("", b"x"), 400);
         assert_eq!(err("topic=a.*", b"x"), 400);
         assert_eq!(err("topic=a.%3E", b"x"), 400);
@@ -137,23 +158,24 @@ mod tests {
 
     #[test]
     fn publish_ndjson_table() {
-        let ok = parse_publish_ndjson(
-            b"{\"topic\":\"a\",\"data\":\"1\"}\r\n\n{\"topic\":\"b\",\"event\":\"e\",\"data\":\"2\"}\n",
-            10,
-        )
-        .unwrap();
+        let body = Bytes::from_static(
+            b"{\"topic\":\"a\",\"data\":\"1\"}\r\n\n{\"topic\":\"b\",\"event\":\"e\",\"data\":\"2\\n\"}\n",
+        );
+        let ok = parse_publish_ndjson(&body, 10).unwrap();
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].event.as_deref(), Some("e"));
-        let e = parse_publish_ndjson(
-            b"{\"topic\":\"a\",\"data\":\"1\"}\n{\"topic\":\"a.*\",\"data\":\"1\"}",
-            10,
-        )
-        .unwrap_err();
+        // Data without escapes is the body's own memory; with one, a copy.
+        let inside = |d: &Bytes| body.as_ptr_range().contains(&d.as_ptr());
+        assert!(inside(&ok[0].data));
+        assert_eq!((&ok[1].data[..], inside(&ok[1].data)), (&b"2\n"[..], false));
+        let nd = |b: &'static [u8]| parse_publish_ndjson(&Bytes::from_static(b), 10);
+        let e = nd(b"{\"topic\":\"a\",\"data\":\"1\"}\n{\"topic\":\"a.*\",\"data\":\"1\"}")
+            .unwrap_err();
         assert!(e.message().contains("line 2"), "{}", e.message());
-        assert!(parse_publish_ndjson(b"{\"topic\":\"a\"}", 10).is_err());
-        assert!(parse_publish_ndjson(b"{\"topic\":\"a\",\"data\":1}", 10).is_err());
-        assert!(parse_publish_ndjson(b"{\"topic\":\"a\",\"data\":\"x\",\"zz\":1}", 10).is_err());
-        assert!(parse_publish_ndjson(b"\n\n", 10).is_err());
+        assert!(nd(b"{\"topic\":\"a\"}").is_err());
+        assert!(nd(b"{\"topic\":\"a\",\"data\":1}").is_err());
+        assert!(nd(b"{\"topic\":\"a\",\"data\":\"x\",\"zz\":1}").is_err());
+        assert!(nd(b"\n\n").is_err());
     }
 
     /// A valid event type: 1..=64 bytes without CR, LF or NUL, not `resync`.
@@ -168,17 +190,27 @@ mod tests {
     }
 
     fn new_event(max_chars: usize) -> impl Strategy<Value = NewEvent> {
-        (topic(), prop::option::of(event_type()), data(max_chars))
-            .prop_map(|(topic, event, data)| NewEvent { topic, event, data })
+        (topic(), prop::option::of(event_type()), data(max_chars)).prop_map(
+            |(topic, event, data)| NewEvent {
+                topic: topic.into(),
+                event: event.map(String::into_boxed_str),
+                data: Bytes::from(data),
+            },
+        )
+    }
+
+    fn text(e: &NewEvent) -> &str {
+        std::str::from_utf8(&e.data).unwrap()
     }
 
     /// One ndjson line as a publisher would write it; the event key is
     /// left out or `null` when there is none.
     fn line(e: &NewEvent, null_event: bool) -> String {
+        let (topic, data) = (&*e.topic, text(e));
         let v = match (&e.event, null_event) {
-            (Some(ev), _) => serde_json::json!({"topic": e.topic, "event": ev, "data": e.data}),
-            (None, true) => serde_json::json!({"data": e.data, "topic": e.topic, "event": null}),
-            (None, false) => serde_json::json!({"topic": e.topic, "data": e.data}),
+            (Some(ev), _) => serde_json::json!({"topic": topic, "event": &**ev, "data": data}),
+            (None, true) => serde_json::json!({"data": data, "topic": topic, "event": null}),
+            (None, false) => serde_json::json!({"topic": topic, "data": data}),
         };
         v.to_string()
     }
@@ -223,7 +255,7 @@ mod tests {
             events in prop::collection::vec(new_event(40), 1..16),
             seps in prop::collection::vec(any::<u8>(), 1..8),
         ) {
-            let body = ndjson(&events, &seps);
+            let body = Bytes::from(ndjson(&events, &seps));
             prop_assert_eq!(parse_publish_ndjson(&body, 160).unwrap(), events);
         }
 
@@ -233,7 +265,7 @@ mod tests {
             seps in prop::collection::vec(any::<u8>(), 1..8),
             max in 0usize..64,
         ) {
-            let body = ndjson(&events, &seps);
+            let body = Bytes::from(ndjson(&events, &seps));
             let over = events.iter().any(|e| e.data.len() > max);
             match parse_publish_ndjson(&body, max) {
                 Ok(parsed) => {
@@ -256,7 +288,7 @@ mod tests {
             ],
             max in 0usize..32,
         ) {
-            if let Ok(events) = parse_publish_ndjson(&body, max) {
+            if let Ok(events) = parse_publish_ndjson(&Bytes::from(body), max) {
                 prop_assert!(!events.is_empty());
                 for e in &events {
                     prop_assert!(e.data.len() <= max);
@@ -278,7 +310,7 @@ mod tests {
                 query.push_str("&event=");
                 query.extend(form_urlencoded::byte_serialize(ev.as_bytes()));
             }
-            match parse_publish_raw(&query, e.data.clone().into_bytes(), max) {
+            match parse_publish_raw(&query, e.data.clone(), max) {
                 Ok(parsed) => {
                     prop_assert!(e.data.len() <= max);
                     prop_assert_eq!(parsed, e);

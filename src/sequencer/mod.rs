@@ -36,7 +36,7 @@ fn stamp(next_id: &mut u64, events: Vec<NewEvent>, born_ns: u64) -> Vec<Event> {
             Event {
                 id,
                 frame: frame::encode(id, ev.event.as_deref(), &ev.data),
-                topic: ev.topic.into(),
+                topic: ev.topic,
                 born_ns,
             }
         })
@@ -179,7 +179,7 @@ mod tests {
         let ev = |t: &str| NewEvent {
             topic: t.into(),
             event: None,
-            data: "d".into(),
+            data: bytes::Bytes::from_static(b"d"),
         };
         tx.send(SeqMsg::Publish(PublishReq {
             origin: Some(1),

@@ -111,7 +111,7 @@ mod tests {
         NewEvent {
             topic: t.into(),
             event: None,
-            data: "d".into(),
+            data: bytes::Bytes::from_static(b"d"),
         }
     }
 
