@@ -109,6 +109,11 @@ struct ItoaBuf {
     start: usize,
 }
 
+/// Appends `n` in decimal to `out`, without `fmt`.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa_buf(n).format());
+}
+
 fn itoa_buf(mut n: u64) -> ItoaBuf {
     let mut buf = [0u8; 20];
     let mut i = buf.len();

@@ -2,7 +2,6 @@
 //! the sequencer over its bounded queue (full means 503), wait for the
 //! acknowledgement that they are on every worker's ring, answer the ids.
 
-use std::fmt::Write as _;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -165,18 +164,24 @@ async fn sequence_here(
 /// straight into one buffer sized for the longest ids.
 fn ack_body(first: u64, count: u32, many: bool) -> Vec<u8> {
     // A u64 is at most 20 digits; each id also takes two quotes and a comma.
-    let mut out = String::with_capacity(10 + 23 * if many { count as usize } else { 1 });
+    let mut out = Vec::with_capacity(10 + 23 * if many { count as usize } else { 1 });
     if many {
-        out.push_str("{\"ids\":[");
+        out.extend_from_slice(b"{\"ids\":[");
         for (i, id) in (first..first + u64::from(count)).enumerate() {
-            let sep = if i == 0 { "" } else { "," };
-            let _ = write!(out, "{sep}\"{id}\"");
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            crate::frame::push_decimal(&mut out, id);
+            out.push(b'"');
         }
-        out.push_str("]}");
+        out.extend_from_slice(b"]}");
     } else {
-        let _ = write!(out, "{{\"id\":\"{first}\"}}");
+        out.extend_from_slice(b"{\"id\":\"");
+        crate::frame::push_decimal(&mut out, first);
+        out.extend_from_slice(b"\"}");
     }
-    out.into_bytes()
+    out
 }
 
 #[cfg(test)]

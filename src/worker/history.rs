@@ -24,12 +24,12 @@
 //!
 //! Re-measure: `cargo bench --bench history` (`history_replay/*`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::config;
 use crate::event::Event;
-use crate::topic::{is_wildcard, matches};
+use crate::topic::{is_wildcard, matches, TopicMap};
 
 /// Tombstones kept before they are folded into the watermark.
 const MAX_TOMBSTONES: usize = 100_000;
@@ -56,11 +56,11 @@ pub struct History {
     max_bytes: usize,
     max_age_ns: u64,
     /// Topics that hold at least one event.
-    topics: HashMap<Arc<str>, TopicLog>,
+    topics: TopicMap<Arc<str>, TopicLog>,
     /// The same topics by token, for wildcard lookups.
     trie: TopicTrie,
     /// Topics emptied by eviction → the highest id each evicted.
-    tombstones: HashMap<Arc<str>, u64>,
+    tombstones: TopicMap<Arc<str>, u64>,
     /// At least the highest id of any tombstone: a resume newer than this
     /// never needs to look at them.
     tombstones_upto: u64,
@@ -104,7 +104,7 @@ impl<'a> Lookup<'a> {
 /// branches it can match.
 #[derive(Debug, Default)]
 struct TopicTrie {
-    children: HashMap<Box<str>, TopicTrie>,
+    children: TopicMap<Box<str>, TopicTrie>,
     /// The topic that ends here, if any.
     topic: Option<Arc<str>>,
 }
@@ -183,9 +183,9 @@ impl History {
             per_topic: cfg.per_topic.max(1),
             max_bytes: cfg.max_bytes,
             max_age_ns: cfg.max_age_ms.saturating_mul(1_000_000),
-            topics: HashMap::new(),
+            topics: TopicMap::default(),
             trie: TopicTrie::default(),
-            tombstones: HashMap::new(),
+            tombstones: TopicMap::default(),
             tombstones_upto: 0,
             fronts: BTreeMap::new(),
             bytes: 0,
@@ -284,7 +284,7 @@ impl History {
         }
         if self.tombstones.len() > MAX_TOMBSTONES {
             self.forgotten_upto = self.forgotten_upto.max(self.tombstones_upto);
-            self.tombstones = HashMap::new();
+            self.tombstones = TopicMap::default();
         }
     }
 

@@ -13,16 +13,16 @@
 //! (`subscribe_match/{exact,wildcard}/*`): flat in the number of
 //! subscriptions, the run-to-run noise being larger than the trend.
 
-use std::collections::HashMap;
-
 use indexmap::IndexSet;
+
+use crate::topic::TopicMap;
 
 /// A subscriber's key in its worker's connection slab.
 pub type SubKey = u32;
 
 #[derive(Default, Debug)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: TopicMap<Box<str>, Node>,
     star: Option<Box<Node>>,
     /// Subscribers whose pattern ends exactly here.
     here: IndexSet<SubKey>,
@@ -42,7 +42,7 @@ impl Node {
 /// Pattern → subscribers, for one worker.
 #[derive(Default, Debug)]
 pub struct SubTable {
-    exact: HashMap<Box<str>, IndexSet<SubKey>>,
+    exact: TopicMap<Box<str>, IndexSet<SubKey>>,
     wild: Node,
     entries: usize,
 }
