@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::event::NewEvent;
-use crate::sequencer::{PublishReq, SeqMsg};
+use crate::sequencer::{Ingest, PublishReq, SeqMsg};
 use crate::worker::Shared;
 
 /// The demo page, embedded: no external assets.
@@ -115,12 +115,12 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
                 // pushing hard: the demo yields its tick rather than adding
                 // to the pressure.
                 let read_ns = crate::event::now_ns();
-                match &shared.order {
-                    Some(order) => {
-                        let _ = order.sequence(events, read_ns);
+                match &shared.ingest {
+                    Ingest::Worker(order) => {
+                        let _ = order.sequence(events, read_ns, None, None);
                     }
-                    None => {
-                        let _ = shared.seq_tx.try_send(SeqMsg::Publish(PublishReq {
+                    Ingest::Thread(tx) => {
+                        let _ = tx.try_send(SeqMsg::Publish(PublishReq {
                             origin: None,
                             token: 0,
                             events,

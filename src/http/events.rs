@@ -10,8 +10,7 @@ use bytes::Bytes;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
-use super::credentials::authenticate;
-use super::credentials::unix_ms;
+use super::credentials::{authenticate, unix_ms};
 use super::error::HttpError;
 use super::head::{Head, Method};
 use super::query::parse_subscribe;

@@ -18,7 +18,7 @@ use super::router::Answer;
 use crate::auth::RateVerdict;
 use crate::event::NewEvent;
 use crate::sequencer::order::{Full, Order};
-use crate::sequencer::{PublishReq, SeqMsg};
+use crate::sequencer::{Ingest, PublishReq, SeqMsg};
 use crate::worker::{Ack, Worker};
 
 pub(super) async fn publish(
@@ -76,9 +76,9 @@ pub(super) async fn publish(
         }
     }
     let many = head.ndjson;
-    let (first, count) = match &w.shared.order {
-        Some(order) => sequence_here(w, order, events, read_ns).await?,
-        None => sequence_on_thread(w, events, read_ns).await?,
+    let (first, count) = match &w.shared.ingest {
+        Ingest::Worker(order) => sequence_here(w, order, events, read_ns).await?,
+        Ingest::Thread(tx) => sequence_on_thread(w, tx, events, read_ns).await?,
     };
     Ok((
         200,
@@ -97,6 +97,7 @@ pub(super) async fn publish(
 /// acknowledgement: the first id and the count.
 async fn sequence_on_thread(
     w: &Worker,
+    tx: &crossbeam_channel::Sender<SeqMsg>,
     events: Vec<NewEvent>,
     read_ns: u64,
 ) -> Result<(u64, u32), HttpError> {
@@ -108,7 +109,7 @@ async fn sequence_on_thread(
         events,
         read_ns,
     });
-    if let Err(e) = w.shared.seq_tx.try_send(req) {
+    if let Err(e) = tx.try_send(req) {
         w.acks.borrow_mut().remove(token as usize);
         w.shared.global.publish_rejected.fetch_add(1, Relaxed);
         return Err(match e {
@@ -129,10 +130,13 @@ async fn sequence_on_thread(
 /// before it is answered 503.
 const FULL_RING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Sequences the events on this worker (`server.sequencer = "worker"`):
-/// once they are on every ring the publish is answered. While a ring is
-/// full (the workers are behind) it waits outside the order's lock,
-/// retrying every millisecond, and gives up with 503 after
+/// Sequences the events on this worker (`server.sequencer = "worker"`).
+/// Answered at once, unless this worker's fan-out is held back or behind:
+/// then it waits for the acknowledgement its own ring drain takes behind
+/// the events (a message to itself: no thread hop), so a held-back worker
+/// slows its publishers instead of letting them fill the rings. While a
+/// ring is full (the workers are behind) it waits outside the order's
+/// lock, retrying every millisecond, and gives up with 503 after
 /// `FULL_RING_WAIT`.
 async fn sequence_here(
     w: &Worker,
@@ -140,13 +144,22 @@ async fn sequence_here(
     mut events: Vec<NewEvent>,
     read_ns: u64,
 ) -> Result<(u64, u32), HttpError> {
+    let cell = Rc::new(Ack::default());
+    let token = w.acks.borrow_mut().insert(cell.clone()) as u32;
     let give_up = Instant::now() + FULL_RING_WAIT;
     loop {
-        match order.sequence(events, read_ns) {
-            Ok(ack) => return Ok(ack),
+        let behind = w.fanout_behind();
+        match order.sequence(events, read_ns, Some(w.idx), behind.then_some(token)) {
+            Ok(ack) => {
+                w.inbox.notify();
+                let ack = if behind { cell.wait().await } else { ack };
+                w.acks.borrow_mut().remove(token as usize);
+                return Ok(ack);
+            }
             Err(Full(back)) => events = back,
         }
         if Instant::now() >= give_up || w.shared.draining.load(Relaxed) {
+            w.acks.borrow_mut().remove(token as usize);
             w.shared.global.publish_rejected.fetch_add(1, Relaxed);
             return Err(HttpError::Unavailable(
                 "the workers are behind (ingest rings full); retry shortly",

@@ -11,9 +11,10 @@ use crossbeam_channel::Sender;
 
 use crate::config::{Config, SequencerKind};
 use crate::error::StartError;
+use crate::ops::metrics::GlobalMetrics;
 use crate::sequencer::order::Order;
 use crate::sequencer::ring::{ring, RingRx};
-use crate::sequencer::Sequencer;
+use crate::sequencer::{Ingest, Sequencer};
 use crate::worker::{Shared, Worker};
 
 mod driver;
@@ -51,7 +52,6 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
     }
     let n = cfg.workers();
     let (listeners, addr) = crate::http::accept::bind(cfg.listen_addr(), n)?;
-    let (seq_tx, seq_rx) = crossbeam_channel::bounded(cfg.server.publish_queue_slots);
     let mut txs = Vec::with_capacity(n);
     let mut rxs = Vec::with_capacity(n);
     for _ in 0..n {
@@ -69,24 +69,26 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
     );
     let pin = cfg.server.pin_cores;
     let issued = Arc::new(AtomicU64::new(0));
-    let kind = cfg.server.sequencer;
-    let mut shared = Shared::new(cfg, seq_tx, issued.clone());
-    shared.auth = auth;
-    match kind {
+    let global = Arc::new(GlobalMetrics::default());
+    let ingest = match cfg.server.sequencer {
         SequencerKind::Worker => {
-            shared.order = Some(Arc::new(Order::new(txs, shared.global.clone(), issued)));
-            drop(seq_rx);
+            Ingest::Worker(Arc::new(Order::new(txs, global.clone(), issued.clone())))
         }
         SequencerKind::Thread => {
-            let seq = Sequencer::new(seq_rx, txs, shared.global.clone(), issued);
+            let (seq_tx, seq_rx) = crossbeam_channel::bounded(cfg.server.publish_queue_slots);
+            let seq = Sequencer::new(seq_rx, txs, global.clone(), issued.clone());
             std::thread::Builder::new()
                 .name("ringcast-seq".into())
                 .spawn(move || seq.run())
                 .map_err(|e| {
                     StartError::Fatal(format!("cannot start the sequencer thread: {e}"))
                 })?;
+            Ingest::Thread(seq_tx)
         }
-    }
+    };
+    let mut shared = Shared::new(cfg, ingest, issued);
+    shared.global = global;
+    shared.auth = auth;
     let shared = Arc::new(shared);
 
     let cores = if pin {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::ops::notify::notify_systemd;
-use crate::sequencer::SeqMsg;
+use crate::sequencer::{Ingest, SeqMsg};
 use crate::worker::Shared;
 
 /// A running server.
@@ -78,10 +78,10 @@ impl Server {
     /// the workers first.
     fn begin_shutdown(&self) {
         if !self.shared.draining.swap(true, Relaxed) {
-            match &self.shared.order {
-                Some(order) => order.drain(),
-                None => {
-                    let _ = self.shared.seq_tx.send(SeqMsg::Drain);
+            match &self.shared.ingest {
+                Ingest::Worker(order) => order.drain(),
+                Ingest::Thread(tx) => {
+                    let _ = tx.send(SeqMsg::Drain);
                 }
             }
         }

@@ -56,6 +56,16 @@ pub(crate) struct PublishReq {
     pub(crate) read_ns: u64,
 }
 
+/// Where publishers hand their events: to whichever keeps the order
+/// (`server.sequencer`).
+#[derive(Debug)]
+pub(crate) enum Ingest {
+    /// The sequencer thread, over its bounded queue (full means 503).
+    Thread(crossbeam_channel::Sender<SeqMsg>),
+    /// The publishing worker itself, under the order's lock.
+    Worker(Arc<order::Order>),
+}
+
 /// What the sequencer receives.
 #[derive(Debug)]
 pub(crate) enum SeqMsg {

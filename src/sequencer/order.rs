@@ -6,6 +6,12 @@
 //! ring, exactly what the thread's acknowledgement proves, without the
 //! two cross-thread wake-ups (worker → sequencer → worker) that cost a
 //! single-event publish about 10 µs on one core (issue 11's profile).
+//! While the publishing worker's own fan-out is held back (a subscriber
+//! past its bound, SPEC §3) or its ring is long, the acknowledgement
+//! travels that ring behind the events — a message to itself, with no
+//! wake-up across threads — so its publishers wait as they did for the
+//! thread, instead of filling the rings; otherwise the publish is answered
+//! at once.
 //!
 //! The lock makes the producers of every ring one at a time, so each ring
 //! still receives events in id order; it is held for one encode per event
@@ -60,11 +66,26 @@ impl Order {
         }
     }
 
-    /// Sequences `events` (read at `read_ns`) onto every ring; the first id
+    /// Sequences `events` (read at `read_ns`) onto every ring; `origin` is
+    /// the publishing worker, whose own ring gets no doorbell (it wakes its
+    /// drain itself), and with `ack` (its request token) the
+    /// acknowledgement goes onto that ring behind the events. The first id
     /// and the count, or the events back when a ring is full.
-    pub(crate) fn sequence(&self, events: Vec<NewEvent>, read_ns: u64) -> Result<(u64, u32), Full> {
+    pub(crate) fn sequence(
+        &self,
+        events: Vec<NewEvent>,
+        read_ns: u64,
+        origin: Option<usize>,
+        ack: Option<u32>,
+    ) -> Result<(u64, u32), Full> {
         let mut st = self.state.lock().expect("order lock");
-        if st.rings.iter().any(|r| !r.has_room()) {
+        let need = |i: usize| 1 + usize::from(ack.is_some() && origin == Some(i));
+        if st
+            .rings
+            .iter()
+            .enumerate()
+            .any(|(i, r)| !r.has_room(need(i)))
+        {
             drop(st);
             self.metrics.ring_full.fetch_add(1, Relaxed);
             return Err(Full(events));
@@ -79,11 +100,24 @@ impl Order {
         // Before any worker can see these ids (see `Sequencer::deliver`).
         self.issued.store(st.next_id - 1, Release);
         let batch: Arc<[crate::event::Event]> = batch.into();
-        for ring in &st.rings {
+        for (i, ring) in st.rings.iter().enumerate() {
             // Cannot be full: only this lock's holder pushes, and every
             // ring had room. A worker already gone (shutdown) is skipped,
-            // as by the thread.
-            ring.push(Msg::Events(batch.clone()));
+            // as by the thread. The publishing worker's own ring gets no
+            // doorbell: the caller wakes its drain locally.
+            let msg = Msg::Events(batch.clone());
+            if origin == Some(i) {
+                ring.push_own(msg);
+            } else {
+                ring.push(msg);
+            }
+        }
+        if let (Some(worker), Some(token)) = (origin, ack) {
+            st.rings[worker].push_own(Msg::Ack {
+                token,
+                first,
+                count,
+            });
         }
         drop(st);
         self.metrics
@@ -122,27 +156,38 @@ mod tests {
         let m = Arc::new(GlobalMetrics::default());
         let issued = Arc::new(AtomicU64::new(0));
         let o = Order::new(vec![t0, t1], m.clone(), issued.clone());
-        let (a, n) = o.sequence(vec![ev("a"), ev("b")], 0).unwrap();
+        let (a, n) = o
+            .sequence(vec![ev("a"), ev("b")], 0, Some(1), Some(7))
+            .unwrap();
         assert_eq!(n, 2);
-        let (b, _) = o.sequence(vec![ev("c")], 0).unwrap();
+        let (b, _) = o.sequence(vec![ev("c")], 0, None, None).unwrap();
         assert_eq!(b, a + 2);
         assert_eq!(issued.load(Relaxed), b);
         // Ring 0 (two slots) is full now: refused whole, no id used.
-        match o.sequence(vec![ev("d")], 0) {
+        match o.sequence(vec![ev("d")], 0, None, None) {
             Err(Full(back)) => assert_eq!(back.len(), 1),
             other => panic!("{other:?}"),
         }
         assert_eq!(m.ring_full.load(Relaxed), 1);
-        let ids = |r: &super::super::ring::RingRx| {
-            let mut v = Vec::new();
-            while let Some(Msg::Events(b)) = r.try_pop() {
-                v.extend(b.iter().map(|e| e.id));
+        // Events, and the acknowledgement behind them on worker 1's ring only.
+        let drain = |r: &super::super::ring::RingRx| {
+            let (mut ids, mut acks) = (Vec::new(), Vec::new());
+            while let Some(msg) = r.try_pop() {
+                match msg {
+                    Msg::Events(b) => ids.extend(b.iter().map(|e| e.id)),
+                    Msg::Ack {
+                        token,
+                        first,
+                        count,
+                    } => acks.push((ids.len(), token, first, count)),
+                    Msg::Drain => panic!("no drain yet"),
+                }
             }
-            v
+            (ids, acks)
         };
-        assert_eq!(ids(&r0), vec![a, a + 1, b]);
-        assert_eq!(ids(&r1), vec![a, a + 1, b]);
-        let (c, _) = o.sequence(vec![ev("d")], 0).unwrap();
+        assert_eq!(drain(&r0), (vec![a, a + 1, b], vec![]));
+        assert_eq!(drain(&r1), (vec![a, a + 1, b], vec![(2, 7, a, 2)]));
+        let (c, _) = o.sequence(vec![ev("d")], 0, None, None).unwrap();
         assert_eq!(c, b + 1, "the refused publish used no id");
         o.drain();
         assert!(matches!(r0.try_pop(), Some(Msg::Events(_))));

@@ -121,9 +121,18 @@ impl RingTx {
         }
     }
 
-    /// True when one more message fits without waiting.
-    pub fn has_room(&self) -> bool {
-        self.tx.capacity().is_none_or(|cap| self.tx.len() < cap)
+    /// Pushes `msg` without ringing the doorbell, for a worker pushing to
+    /// its own ring: it wakes its own drain locally, with no cross-thread
+    /// wake-up. The caller has checked there is room (false: full).
+    pub fn push_own(&self, msg: Msg) -> bool {
+        self.tx.try_send(msg).is_ok()
+    }
+
+    /// True when `n` more messages fit without waiting.
+    pub fn has_room(&self, n: usize) -> bool {
+        self.tx
+            .capacity()
+            .is_none_or(|cap| self.tx.len() + n <= cap)
     }
 
     /// Messages waiting in the ring.
@@ -148,6 +157,11 @@ impl RingProbe {
     /// Messages are waiting in the ring.
     pub fn has_messages(&self) -> bool {
         !self.rx.is_empty()
+    }
+
+    /// How many messages are waiting.
+    pub fn waiting(&self) -> usize {
+        self.rx.len()
     }
 }
 

@@ -47,7 +47,7 @@ use crate::ops::metrics::WorkerMetrics;
 use crate::sequencer::ring::{Msg, RingRx};
 
 /// Ring messages handled before the drain task yields.
-const MSGS_PER_TURN: usize = 64;
+pub(crate) const MSGS_PER_TURN: usize = 64;
 
 /// Frame bytes queued (over all subscribers) before the drain task yields,
 /// so that connections write between slices of a burst.
@@ -420,6 +420,7 @@ pub(crate) async fn drain_ring(w: Rc<Worker>, rx: RingRx) {
             }
         }
         if !w.backlog.borrow().is_empty() || w.pending.get() > w.pending_budget {
+            // The same condition as the first two of `fanout_behind`.
             w.hold_back().await;
         }
         let mut budget = TURN_BYTES;

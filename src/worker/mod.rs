@@ -227,6 +227,17 @@ impl Worker {
         self.storm_gate.pace().await
     }
 
+    /// True while the ring drain is held back or behind: a subscriber over
+    /// its bound or the worker over its queue budget (the drain's own hold
+    /// condition), or more than a turn's messages waiting in its ring.
+    /// Publishes on this worker are then answered only once the drain has
+    /// reached them (see `sequencer::order`).
+    pub(crate) fn fanout_behind(&self) -> bool {
+        !self.backlog.borrow().is_empty()
+            || self.pending.get() > self.pending_budget
+            || self.ring.waiting() >= fanout::MSGS_PER_TURN
+    }
+
     /// Wakes the ring drain if messages wait for it (acknowledgements,
     /// events): called on the paths a connection storm keeps busy.
     pub(crate) fn kick_drain(&self) {
@@ -321,8 +332,9 @@ impl Worker {
     pub(crate) fn for_test(mut cfg: crate::config::Config) -> Self {
         cfg.server.workers = Some(1);
         let (seq_tx, _) = crossbeam_channel::bounded(1);
+        let ingest = crate::sequencer::Ingest::Thread(seq_tx);
         let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (_, rx) = crate::sequencer::ring::ring(1);
-        Worker::new(0, Arc::new(Shared::new(cfg, seq_tx, issued)), rx.probe())
+        Worker::new(0, Arc::new(Shared::new(cfg, ingest, issued)), rx.probe())
     }
 }

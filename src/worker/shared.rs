@@ -9,14 +9,11 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::Sender;
-
 use crate::auth::{Failure, PublishRate, Verifier};
 use crate::config::trusted_proxies::TrustedProxies;
 use crate::config::Config;
 use crate::ops::metrics::{GlobalMetrics, WorkerMetrics};
-use crate::sequencer::order::Order;
-use crate::sequencer::SeqMsg;
+use crate::sequencer::Ingest;
 
 /// State every worker can read; written through atomics only.
 #[derive(Debug)]
@@ -27,11 +24,8 @@ pub(crate) struct Shared {
     pub(crate) global: Arc<GlobalMetrics>,
     /// Each worker's counters, by index.
     pub(crate) workers: Vec<Arc<WorkerMetrics>>,
-    /// Publish requests to the sequencer (bounded: full means 503).
-    pub(crate) seq_tx: Sender<SeqMsg>,
-    /// The worker-side order (`server.sequencer = "worker"`): used
-    /// instead of `seq_tx` when set.
-    pub(crate) order: Option<Arc<Order>>,
+    /// Where publishes go: the sequencer thread or the worker-side order.
+    pub(crate) ingest: Ingest,
     /// Shutdown has begun.
     pub(crate) draining: AtomicBool,
     /// Open connections over all workers (for `limits.max_connections`).
@@ -143,7 +137,7 @@ impl Shared {
 
 impl Shared {
     /// Fresh state for a server about to start.
-    pub(crate) fn new(cfg: Config, seq_tx: Sender<SeqMsg>, issued: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(cfg: Config, ingest: Ingest, issued: Arc<AtomicU64>) -> Self {
         let n = cfg.workers();
         let cfg_rate = cfg.limits.publish_rate_per_token;
         let trusted =
@@ -153,7 +147,7 @@ impl Shared {
             workers: (0..n).map(|_| Arc::new(WorkerMetrics::default())).collect(),
             global: Arc::new(GlobalMetrics::default()),
             cfg,
-            seq_tx,
+            ingest,
             issued,
             draining: AtomicBool::new(false),
             open: AtomicUsize::new(0),
@@ -161,7 +155,6 @@ impl Shared {
             per_ip: Mutex::new(HashMap::new()),
             stats: super::stats::StatsBoard::new(n),
             auth: None,
-            order: None,
             publish_rate: PublishRate::new(cfg_rate),
             auth_failures: Failure::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             token_expired: AtomicU64::new(0),
