@@ -4,7 +4,7 @@
 //!
 //! The stages, in the order an event meets them. Imports flow one way,
 //! down this list's stage folders: `runtime` → `http` → `demo`, `worker` →
-//! `sequencer` → the shared vocabulary (`event`, `topic`, `frame`, `config`,
+//! `cluster` → `sequencer` → the shared vocabulary (`event`, `topic`, `frame`, `config`,
 //! `ops`, `error`, `sys`), which imports no stage.
 //!
 //! - [`config`]: the one configuration tree (defaults, TOML, env, flags).
@@ -33,13 +33,17 @@
 //!
 //! - `auth`: tokens → grants (pure; used by `http` and `worker`).
 //!
-//! A place is kept for `cluster/` (the JetStream bridge thread, which takes the
-//! sequencer's place and feeds the same rings).
+//! - `cluster`: cluster mode on NATS JetStream — the bridge thread that
+//!   takes the sequencer's place (consumes the stream, feeds the same
+//!   rings) and serves the workers' publishes and catch-up reads. It sits
+//!   between `worker` and `sequencer`: it imports `sequencer` (the rings,
+//!   the link's requests and replies), and only `runtime` imports it.
 
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod auth;
+mod cluster;
 pub mod config;
 mod demo;
 pub mod error;

@@ -156,8 +156,11 @@ fn numeric_date_ms(v: &Value, round: Round) -> Result<u64, Failure> {
 }
 
 /// 1..=64 bytes of `[A-Za-z0-9_~-]`: a tenant is one topic token.
+/// `_` alone is reserved: it is the tenant token of topics without a
+/// tenant in cluster mode's subjects (SPEC §8).
 fn valid_tenant(t: &str) -> bool {
-    (1..=MAX_TENANT_BYTES).contains(&t.len())
+    t != "_"
+        && (1..=MAX_TENANT_BYTES).contains(&t.len())
         && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'~' | b'-'))
 }

@@ -33,6 +33,8 @@ pub struct Config {
     pub demo: Demo,
     /// `[auth]`
     pub auth: Auth,
+    /// `[cluster]`
+    pub cluster: Cluster,
 }
 
 /// Which io driver the workers run.
@@ -250,6 +252,145 @@ impl Auth {
     }
 }
 
+/// One NATS URL or several (the client tries them in turn).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum NatsUrls {
+    /// `nats_url = "nats://a:4222"`
+    One(String),
+    /// `nats_url = ["nats://a:4222", "nats://b:4222"]`
+    Many(Vec<String>),
+}
+
+impl NatsUrls {
+    /// Every URL, in order.
+    pub fn list(&self) -> Vec<&str> {
+        match self {
+            NatsUrls::One(u) => vec![u.as_str()],
+            NatsUrls::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// `[cluster]`: several nodes share one event stream in NATS JetStream
+/// (SPEC §8). Cluster mode is on when `nats_url` is set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    /// The NATS server(s); unset = a single node.
+    pub nats_url: Option<NatsUrls>,
+    /// The JetStream stream's name.
+    pub stream: String,
+    /// The subjects' first token: topic `t` is `<prefix>._.t`.
+    pub subject_prefix: String,
+    /// A NATS `.creds` file (JWT and NKey seed).
+    pub credentials_file: Option<PathBuf>,
+    /// CA certificate(s), PEM, that the NATS server's certificate must
+    /// chain to; setting it requires TLS.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate, PEM, for mutual TLS (with `tls_key_file`).
+    pub tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key, PEM.
+    pub tls_key_file: Option<PathBuf>,
+    /// Retention of the stream when ringcast creates it.
+    pub max_age_ms: u64,
+    /// A publish JetStream has not acknowledged in this time is answered
+    /// 503 (and never delivered).
+    pub publish_timeout_ms: u64,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            nats_url: None,
+            stream: "RINGCAST".into(),
+            subject_prefix: "ringcast".into(),
+            credentials_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            max_age_ms: 86_400_000,
+            publish_timeout_ms: 3000,
+        }
+    }
+}
+
+impl Cluster {
+    /// True in cluster mode.
+    pub fn enabled(&self) -> bool {
+        self.nats_url.is_some()
+    }
+
+    /// The checks types cannot express: `Err((key, why))`.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        let Some(urls) = &self.nats_url else {
+            return Ok(());
+        };
+        let list = urls.list();
+        if list.is_empty() {
+            return Err(("cluster.nats_url", "give at least one URL".into()));
+        }
+        for u in list {
+            let ok = ["nats://", "tls://", "ws://", "wss://"]
+                .iter()
+                .find_map(|s| u.strip_prefix(s))
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+            if !ok {
+                return Err((
+                    "cluster.nats_url",
+                    format!("{u:?} is not a NATS URL, e.g. nats://127.0.0.1:4222"),
+                ));
+            }
+        }
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !token(&self.stream) {
+            return Err((
+                "cluster.stream",
+                "1..=64 characters of [A-Za-z0-9_-]".into(),
+            ));
+        }
+        if !self.subject_prefix.split('.').all(token) {
+            return Err((
+                "cluster.subject_prefix",
+                "dot-separated tokens of [A-Za-z0-9_-], e.g. ringcast".into(),
+            ));
+        }
+        for (key, file) in [
+            ("cluster.credentials_file", &self.credentials_file),
+            ("cluster.tls_ca_file", &self.tls_ca_file),
+            ("cluster.tls_cert_file", &self.tls_cert_file),
+            ("cluster.tls_key_file", &self.tls_key_file),
+        ] {
+            if let Some(f) = file {
+                if let Err(e) = std::fs::File::open(f) {
+                    return Err((key, format!("cannot read {}: {e}", f.display())));
+                }
+            }
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err((
+                "cluster.tls_key_file",
+                "set tls_cert_file and tls_key_file together".into(),
+            ));
+        }
+        if self.max_age_ms < 1000 {
+            return Err(("cluster.max_age_ms", "must be at least 1000".into()));
+        }
+        if !(100..=60_000).contains(&self.publish_timeout_ms) {
+            return Err((
+                "cluster.publish_timeout_ms",
+                "must be between 100 and 60000".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[cors]`
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -432,6 +573,9 @@ impl Config {
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections", "must be greater than 0");
         }
+        if let Err((key, why)) = self.cluster.check() {
+            return bad(key, &why);
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad(
                 "log.level",
@@ -496,7 +640,7 @@ mod tests {
         )
         .unwrap();
         let schema = load::Schema::of_defaults();
-        assert_eq!(schema.keys().count(), 40, "the schema lists every key");
+        assert_eq!(schema.keys().count(), 49, "the schema lists every key");
         for (section, key) in schema.keys() {
             let body = text
                 .split(&format!("[{section}]\n"))
@@ -567,9 +711,15 @@ mod tests {
             ),
             (("RINGCAST_AUTH_HS256_SECRET", "\"\""), "auth.hs256_secret"),
             (("RINGCAST_AUTH_DELAY_MS", "-1"), "auth.delay_ms"),
+            (("RINGCAST_CLUSTER_NATS_URL", "notaurl"), "cluster.nats_url"),
+            (("RINGCAST_CLUSTER_STREAM", "a.b"), "cluster.stream"),
             (
-                ("RINGCAST_CLUSTER_NATS_URL", "nats://127.0.0.1:4222"),
-                "cluster",
+                ("RINGCAST_CLUSTER_CREDENTIALS_FILE", "/nonexistent/x.creds"),
+                "cluster.credentials_file",
+            ),
+            (
+                ("RINGCAST_CLUSTER_PUBLISH_TIMEOUT_MS", "5"),
+                "cluster.publish_timeout_ms",
             ),
         ];
         for ((k, v), want) in cases {

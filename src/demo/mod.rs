@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::event::NewEvent;
+use crate::sequencer::link::{Publish, Request};
 use crate::sequencer::{Ingest, PublishReq, SeqMsg};
 use crate::worker::Shared;
 
@@ -118,6 +119,16 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
                 match &shared.ingest {
                     Ingest::Worker(order) => {
                         let _ = order.sequence(events, read_ns, None, None);
+                    }
+                    Ingest::Cluster(link) => {
+                        // One batch per tick; a busy or unreachable
+                        // cluster drops the tick.
+                        let _ = link.send(Request::Publish(Publish {
+                            origin: None,
+                            token: 0,
+                            events,
+                            key: None,
+                        }));
                     }
                     Ingest::Thread(tx) => {
                         let _ = tx.try_send(SeqMsg::Publish(PublishReq {

@@ -15,10 +15,15 @@ use super::error::HttpError;
 use super::head::{Head, Method};
 use super::query::parse_subscribe;
 use super::response;
+use std::rc::Rc;
+use std::time::Duration;
+
 use crate::auth::{Access, Grant};
 use crate::frame;
+use crate::sequencer::link::{Fetch, Link, Request};
+use crate::sequencer::reply::{FetchNext, Reply};
 use crate::worker::conn::{Conn, Phase, Queued, REPLAYED};
-use crate::worker::Worker;
+use crate::worker::{CatchUp, ReplyBox, Worker};
 
 /// Handles `GET`/`HEAD /events` on `conn`: answers refusals and errors
 /// itself, or registers the subscription, queues the head, `retry:` and
@@ -64,16 +69,53 @@ pub(super) async fn subscribe(
     }
     let mut prelude = response::event_stream_head(cors).into_bytes();
     prelude.extend_from_slice(&frame::retry(cfg.sse.retry_ms, None));
-    conn.push_raw(Bytes::from(prelude));
     let last_event_id = head
         .last_event_id()
         .filter(|s| !s.is_empty())
         .or(q.last_event_id.as_deref());
+    // Cluster mode: what this node's history cannot prove (older events,
+    // an id it has not read yet, the snapshot) is read from JetStream
+    // first, written straight to the socket slice by slice; the resume
+    // point it ends at is where the node's own history takes over below.
+    let mut resume = None;
+    if let Some(link) = w.shared.cluster().filter(|_| !delayed) {
+        let local = w.catch_up(&patterns, last_event_id, q.snapshot);
+        if let Some((after, resync)) = remote_catch_up_needed(&local, last_event_id, q.snapshot) {
+            match from_jetstream(
+                w,
+                conn,
+                link,
+                &mut stream,
+                &prelude,
+                &patterns,
+                after,
+                resync,
+                q.snapshot,
+            )
+            .await
+            {
+                Remote::Resume(r) => resume = Some(r),
+                Remote::Gone => return None,
+                Remote::Unavailable => {
+                    w.shared.global.shed.fetch_add(1, Relaxed);
+                    let _ = stream
+                        .write_all(shed_bytes(w, cors, "cluster unavailable"))
+                        .await;
+                    return None;
+                }
+            }
+        }
+    }
+    if resume.is_none() {
+        conn.push_raw(Bytes::from(prelude));
+    }
     // No await from here to the registration below: `upto` is exactly the
     // last event this worker fanned out (or, for a delayed subscription,
     // released to its delayed view), so its history covers everything up
     // to it and the ring (or the delay line) brings everything after it.
-    let (upto, catch_up) = if delayed {
+    let (upto, catch_up) = if let Some(r) = resume {
+        (w.last_seen.get(), w.catch_up_after(&patterns, r))
+    } else if delayed {
         w.catch_up_delayed(&patterns, last_event_id, q.snapshot)
     } else {
         (
@@ -160,6 +202,113 @@ fn authorize(
         .map(|p| format!("{ns}{p}").into_boxed_str())
         .collect();
     Ok((Some(grant), delayed, qualified))
+}
+
+/// Whether a cluster node must ask JetStream, given what its own history
+/// decided: `Some((replay after this id, or fresh; the resync to send))`.
+/// A snapshot always comes from JetStream (the newest value in the
+/// cluster, never an older one this node happens to hold); a replay only
+/// when this node's history cannot prove it.
+fn remote_catch_up_needed(
+    local: &CatchUp,
+    last_event_id: Option<&str>,
+    snapshot: bool,
+) -> Option<(Option<u64>, Option<&'static str>)> {
+    match local.resync {
+        None if last_event_id.is_some() => None,
+        None => snapshot.then_some((None, None)),
+        Some("invalid_id") => snapshot.then_some((None, Some("invalid_id"))),
+        // Older than this node's history, or not read here yet: JetStream
+        // decides (replay, history_expired or epoch).
+        Some(_) => last_event_id
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(|id| (Some(id), None)),
+    }
+}
+
+/// How a catch-up from JetStream ended.
+enum Remote {
+    /// Written; live events after this id are new to the client.
+    Resume(u64),
+    /// The client went away, or a write stalled.
+    Gone,
+    /// JetStream could not be read: turn the subscriber away.
+    Unavailable,
+}
+
+/// Reads the catch-up from JetStream through the bridge, one bounded slice
+/// at a time, writing each (after the head and the `retry:`) before asking
+/// for the next, so memory stays bounded however far back the client is.
+#[allow(clippy::too_many_arguments)]
+async fn from_jetstream(
+    w: &Worker,
+    conn: &Conn,
+    link: &Link,
+    stream: &mut TcpStream,
+    prelude: &[u8],
+    patterns: &[Box<str>],
+    mut after: Option<u64>,
+    mut resync: Option<&'static str>,
+    snapshot: bool,
+) -> Remote {
+    let cell = Rc::new(ReplyBox::default());
+    let token = w.replies.borrow_mut().insert(cell.clone()) as u32;
+    let wait =
+        Duration::from_millis(w.shared.cfg.cluster.publish_timeout_ms) + Duration::from_secs(3);
+    let stall = Duration::from_millis(w.shared.cfg.sse.write_stall_ms);
+    let mut out = prelude.to_vec();
+    let mut first = true;
+    let result = loop {
+        let req = Request::Fetch(Fetch {
+            origin: w.idx,
+            token,
+            patterns: patterns.to_vec(),
+            after,
+            snapshot: snapshot && first,
+        });
+        if link.send(req).is_err() {
+            break Remote::Unavailable;
+        }
+        let reply = monoio::select! {
+            r = cell.take() => Some(r),
+            _ = monoio::time::sleep(wait) => None,
+        };
+        let Some(Reply::Fetched(f)) = reply else {
+            break Remote::Unavailable;
+        };
+        if f.next == FetchNext::Unavailable {
+            break Remote::Unavailable;
+        }
+        if first {
+            if let Some(r) = resync.take().or(f.resync) {
+                tracing::debug!(conn = conn.id, request_id = %conn.request_id(), reason = r, "resync");
+                w.metrics.resyncs.fetch_add(1, Relaxed);
+                out.extend_from_slice(&frame::resync(r));
+            }
+        }
+        first = false;
+        for ev in &f.events {
+            out.extend_from_slice(&ev.frame);
+        }
+        let frames = f.events.len() as u64;
+        let n = out.len();
+        let written = monoio::select! {
+            r = stream.write_all(std::mem::take(&mut out)) => r.0.is_ok(),
+            _ = monoio::time::sleep(stall) => false,
+        };
+        if !written {
+            break Remote::Gone;
+        }
+        w.metrics.frames_delivered.fetch_add(frames, Relaxed);
+        w.metrics.bytes_written.fetch_add(n as u64, Relaxed);
+        match f.next {
+            FetchNext::After(id) => after = Some(id),
+            FetchNext::Resume(id) => break Remote::Resume(id),
+            FetchNext::Unavailable => unreachable!("handled above"),
+        }
+    };
+    w.replies.borrow_mut().remove(token as usize);
+    result
 }
 
 /// The bytes that turn a subscriber away without stranding a browser: 200,

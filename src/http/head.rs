@@ -78,6 +78,8 @@ pub(crate) struct Head {
     authorization: Option<Range<usize>>,
     /// The first `Cookie` header that carries `ringcast_token`.
     cookie: Option<Range<usize>>,
+    /// `Idempotency-Key` (a publish retried after a timeout, cluster mode).
+    idempotency_key: Option<Range<usize>>,
 }
 
 /// See [`Head::request_id`].
@@ -136,6 +138,11 @@ impl Head {
     /// The `Authorization` header's value.
     pub(crate) fn authorization(&self) -> Option<&str> {
         self.authorization.as_ref().map(|r| self.text(r))
+    }
+
+    /// `Idempotency-Key`, if any (checked by the publish handler).
+    pub(crate) fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key.as_ref().map(|r| self.text(r))
     }
 
     /// The `Cookie` header that carries `ringcast_token`, if any.
@@ -217,6 +224,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
         forwarded_for: Vec::new(),
         authorization: None,
         cookie: None,
+        idempotency_key: None,
     };
     let mut content_length: Option<usize> = None;
     for h in req.headers.iter() {
@@ -264,6 +272,8 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
             head.origin = Some(span(base, value.as_bytes()));
         } else if name.eq_ignore_ascii_case("access-control-request-headers") {
             head.acr_headers = Some(span(base, value.as_bytes()));
+        } else if name.eq_ignore_ascii_case("idempotency-key") {
+            head.idempotency_key = Some(span(base, value.as_bytes()));
         } else if name.eq_ignore_ascii_case("x-request-id") {
             head.request_id = Some(span(base, value.as_bytes()));
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {

@@ -17,9 +17,11 @@ use super::response;
 use super::router::Answer;
 use crate::auth::RateVerdict;
 use crate::event::NewEvent;
+use crate::sequencer::link::{Link, Publish as ClusterPublish, Request};
 use crate::sequencer::order::{Full, Order};
+use crate::sequencer::reply::Reply;
 use crate::sequencer::{Ingest, PublishReq, SeqMsg};
-use crate::worker::{Ack, Worker};
+use crate::worker::{Ack, ReplyBox, Worker};
 
 pub(super) async fn publish(
     w: &Worker,
@@ -76,21 +78,101 @@ pub(super) async fn publish(
         }
     }
     let many = head.ndjson;
-    let (first, count) = match &w.shared.ingest {
-        Ingest::Worker(order) => sequence_here(w, order, events, read_ns).await?,
-        Ingest::Thread(tx) => sequence_on_thread(w, tx, events, read_ns).await?,
+    let body = match &w.shared.ingest {
+        Ingest::Worker(order) => {
+            let (first, count) = sequence_here(w, order, events, read_ns).await?;
+            ack_body(first..first + u64::from(count), many)
+        }
+        Ingest::Thread(tx) => {
+            let (first, count) = sequence_on_thread(w, tx, events, read_ns).await?;
+            ack_body(first..first + u64::from(count), many)
+        }
+        Ingest::Cluster(link) => {
+            let key = idempotency_key(head)?;
+            let ids = publish_to_cluster(w, link, events, key).await?;
+            ack_body(ids.into_iter(), many)
+        }
     };
     Ok((
         200,
-        response::full(
-            200,
-            "application/json",
-            cors,
-            &ack_body(first, count, many),
-            keep_alive,
-            false,
-        ),
+        response::full(200, "application/json", cors, &body, keep_alive, false),
     ))
+}
+
+/// `Idempotency-Key`: 1 to 128 printable ASCII characters without spaces
+/// (it becomes a NATS message id); anything else is a 400.
+fn idempotency_key(head: &Head) -> Result<Option<Box<str>>, HttpError> {
+    let Some(k) = head.idempotency_key() else {
+        return Ok(None);
+    };
+    let k = k.trim();
+    if k.is_empty() || k.len() > 128 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(HttpError::BadRequest(
+            "bad_idempotency_key",
+            "Idempotency-Key must be 1 to 128 printable ASCII characters without spaces",
+        ));
+    }
+    Ok(Some(k.into()))
+}
+
+/// How much longer than `cluster.publish_timeout_ms` a worker waits for
+/// the bridge's answer before it answers 503 itself (the bridge answers
+/// by the timeout plus its grace).
+const BRIDGE_SLACK: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Cluster mode: hands the events to the bridge, which publishes them
+/// into JetStream, and waits for its answer: the ids, or a 503.
+async fn publish_to_cluster(
+    w: &Worker,
+    link: &Link,
+    events: Vec<NewEvent>,
+    key: Option<Box<str>>,
+) -> Result<Vec<u64>, HttpError> {
+    const UNREACHABLE: HttpError = HttpError::Unavailable(
+        "the cluster's NATS JetStream is unreachable; retry shortly",
+        1,
+    );
+    if !link.is_connected() {
+        w.shared.global.publish_rejected.fetch_add(1, Relaxed);
+        return Err(UNREACHABLE);
+    }
+    let cell = Rc::new(ReplyBox::default());
+    let token = w.replies.borrow_mut().insert(cell.clone()) as u32;
+    let req = Request::Publish(ClusterPublish {
+        origin: Some(w.idx),
+        token,
+        events,
+        key,
+    });
+    if link.send(req).is_err() {
+        w.replies.borrow_mut().remove(token as usize);
+        w.shared.global.publish_rejected.fetch_add(1, Relaxed);
+        return Err(HttpError::Unavailable(
+            "publish queue is full; retry shortly",
+            1,
+        ));
+    }
+    let wait =
+        std::time::Duration::from_millis(w.shared.cfg.cluster.publish_timeout_ms) + BRIDGE_SLACK;
+    let reply = monoio::select! {
+        r = cell.take() => Some(r),
+        _ = monoio::time::sleep(wait) => None,
+    };
+    w.replies.borrow_mut().remove(token as usize);
+    match reply {
+        Some(Reply::Published(Ok(ids))) => Ok(ids),
+        Some(Reply::Published(Err(refusal))) => {
+            w.shared.global.publish_rejected.fetch_add(1, Relaxed);
+            Err(HttpError::Unavailable(
+                refusal.message,
+                refusal.retry_after_s,
+            ))
+        }
+        _ => {
+            w.shared.global.publish_rejected.fetch_add(1, Relaxed);
+            Err(UNREACHABLE)
+        }
+    }
 }
 
 /// Hands the events to the sequencer thread and waits for its
@@ -171,16 +253,17 @@ async fn sequence_here(
     }
 }
 
-/// The acknowledgement: `{"id":"<id>"}` for a raw publish,
-/// `{"ids":["<id>",...]}` for the `count` ids of a batch from `first` on.
-/// Ids are decimal, so nothing needs escaping and the JSON is written
-/// straight into one buffer sized for the longest ids.
-fn ack_body(first: u64, count: u32, many: bool) -> Vec<u8> {
+/// The acknowledgement: `{"id":"<id>"}` for a raw publish (the first of
+/// `ids`), `{"ids":["<id>",...]}` for a batch. Ids are decimal, so nothing
+/// needs escaping and the JSON is written straight into one buffer sized
+/// for the longest ids.
+fn ack_body(ids: impl Iterator<Item = u64>, many: bool) -> Vec<u8> {
     // A u64 is at most 20 digits; each id also takes two quotes and a comma.
-    let mut out = Vec::with_capacity(10 + 23 * if many { count as usize } else { 1 });
+    let mut out = Vec::with_capacity(10 + 23 * if many { ids.size_hint().0 } else { 1 });
+    let mut ids = ids;
     if many {
         out.extend_from_slice(b"{\"ids\":[");
-        for (i, id) in (first..first + u64::from(count)).enumerate() {
+        for (i, id) in ids.enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -191,7 +274,7 @@ fn ack_body(first: u64, count: u32, many: bool) -> Vec<u8> {
         out.extend_from_slice(b"]}");
     } else {
         out.extend_from_slice(b"{\"id\":\"");
-        crate::frame::push_decimal(&mut out, first);
+        crate::frame::push_decimal(&mut out, ids.next().unwrap_or(0));
         out.extend_from_slice(b"\"}");
     }
     out
@@ -212,7 +295,7 @@ mod tests {
         ];
         for &(first, count, many, want) in cases {
             assert_eq!(
-                std::str::from_utf8(&ack_body(first, count, many)).unwrap(),
+                std::str::from_utf8(&ack_body(first..first + u64::from(count), many)).unwrap(),
                 want
             );
         }
@@ -239,7 +322,7 @@ mod tests {
             many in proptest::prelude::any::<bool>(),
         ) {
             let first = first.min(u64::MAX - u64::from(count));
-            proptest::prop_assert_eq!(ack_body(first, count, many), ack_via_serde(first, count, many));
+            proptest::prop_assert_eq!(ack_body(first..first + u64::from(count), many), ack_via_serde(first, count, many));
         }
     }
 }

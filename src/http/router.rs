@@ -52,6 +52,11 @@ pub(super) async fn route(
         "/readyz" if get_like => {
             if w.shared.draining.load(Relaxed) {
                 Ok(json(503, &serde_json::json!({"status": "draining"})))
+            } else if w.shared.cluster().is_some_and(|l| !l.is_connected()) {
+                Ok(json(
+                    503,
+                    &serde_json::json!({"status": "nats_unreachable"}),
+                ))
             } else {
                 Ok(json(200, &serde_json::json!({"status": "ready"})))
             }

@@ -71,6 +71,12 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
     let issued = Arc::new(AtomicU64::new(0));
     let global = Arc::new(GlobalMetrics::default());
     let ingest = match cfg.server.sequencer {
+        _ if cfg.cluster.enabled() => Ingest::Cluster(crate::cluster::start(
+            &cfg,
+            txs,
+            global.clone(),
+            issued.clone(),
+        )?),
         SequencerKind::Worker => {
             Ingest::Worker(Arc::new(Order::new(txs, global.clone(), issued.clone())))
         }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::ops::notify::notify_systemd;
+use crate::sequencer::link::Request;
 use crate::sequencer::{Ingest, SeqMsg};
 use crate::worker::Shared;
 
@@ -80,6 +81,7 @@ impl Server {
         if !self.shared.draining.swap(true, Relaxed) {
             match &self.shared.ingest {
                 Ingest::Worker(order) => order.drain(),
+                Ingest::Cluster(link) => link.send_waiting(Request::Drain),
                 Ingest::Thread(tx) => {
                     let _ = tx.send(SeqMsg::Drain);
                 }

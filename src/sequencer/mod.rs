@@ -20,7 +20,9 @@ use crate::event::{epoch_first_id, now_ns, Event, NewEvent};
 use crate::frame;
 use crate::ops::metrics::GlobalMetrics;
 
+pub(crate) mod link;
 pub(crate) mod order;
+pub mod reply;
 pub mod ring;
 
 use ring::{Msg, Pushed, RingTx};
@@ -64,6 +66,9 @@ pub(crate) enum Ingest {
     Thread(crossbeam_channel::Sender<SeqMsg>),
     /// The publishing worker itself, under the order's lock.
     Worker(Arc<order::Order>),
+    /// Cluster mode: the bridge thread, which publishes into JetStream
+    /// and feeds the rings from the stream.
+    Cluster(Arc<link::Link>),
 }
 
 /// What the sequencer receives.
@@ -223,6 +228,7 @@ mod tests {
                     acks.push((token, first, count));
                 }
                 Msg::Drain => drained = true,
+                Msg::Reply { .. } => unreachable!("no bridge here"),
             }
         }
         assert!(drained);

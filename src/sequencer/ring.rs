@@ -38,6 +38,13 @@ pub enum Msg {
     },
     /// Begin draining (shutdown); every event sequenced before is ahead of it.
     Drain,
+    /// The cluster bridge's answer to this worker's request `token`.
+    Reply {
+        /// The worker-local request token.
+        token: u32,
+        /// The answer.
+        reply: Box<super::reply::Reply>,
+    },
 }
 
 /// The doorbell a worker arms before it parks.

@@ -57,6 +57,34 @@ impl Worker {
         )
     }
 
+    /// Cluster mode, after a catch-up from JetStream that ended at
+    /// `after`: the rest from this worker's history, up to the last event
+    /// it fanned out (nothing when it has not read that far: its ring then
+    /// brings what follows `after`).
+    pub(crate) fn catch_up_after(&self, patterns: &[Box<str>], after: u64) -> CatchUp {
+        let upto = self.last_seen.get();
+        if after >= upto {
+            return CatchUp {
+                events: Vec::new(),
+                resync: None,
+                resume_after: after,
+            };
+        }
+        match self.history.borrow().replay(patterns, after, upto) {
+            Ok(events) => CatchUp {
+                events,
+                resync: None,
+                resume_after: after,
+            },
+            // Evicted while JetStream was read: continuity is lost.
+            Err(Gap::Expired) => CatchUp {
+                events: Vec::new(),
+                resync: Some("history_expired"),
+                resume_after: 0,
+            },
+        }
+    }
+
     fn catch_up_to(
         &self,
         upto: u64,
@@ -80,8 +108,16 @@ impl Worker {
         let Ok(id) = raw.trim().parse::<u64>() else {
             return fresh(Some("invalid_id"));
         };
-        if id < epoch_first_id() {
-            return fresh(Some("epoch"));
+        match self.shared.cluster() {
+            // Cluster mode: ids are stream sequences, and this worker's
+            // history starts where the node began reading the stream;
+            // anything older is JetStream's to serve (the caller asks it).
+            Some(link) if id < link.floor.load(Acquire) => {
+                return fresh(Some("history_expired"));
+            }
+            Some(_) => {}
+            None if id < epoch_first_id() => return fresh(Some("epoch")),
+            None => {}
         }
         // An id this worker has not fanned out yet (another worker is ahead)
         // is still known once the sequencer has given it out.

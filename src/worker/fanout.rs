@@ -402,6 +402,11 @@ impl Worker {
                 }
             }
             Msg::Drain => self.begin_drain(),
+            Msg::Reply { token, reply } => {
+                if let Some(cell) = self.replies.borrow().get(token as usize) {
+                    cell.put(*reply);
+                }
+            }
         }
         None
     }

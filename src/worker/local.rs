@@ -88,6 +88,50 @@ impl<T: Copy> Oneshot<T> {
     }
 }
 
+/// A value handed over once to one waiting task, for values that are not
+/// `Copy` (the cluster bridge's answers).
+pub(crate) struct Mailbox<T> {
+    value: RefCell<Option<T>>,
+    waiter: Cell<Option<Waker>>,
+}
+
+impl<T> std::fmt::Debug for Mailbox<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox").finish_non_exhaustive()
+    }
+}
+
+impl<T> Default for Mailbox<T> {
+    fn default() -> Self {
+        Mailbox {
+            value: RefCell::new(None),
+            waiter: Cell::new(None),
+        }
+    }
+}
+
+impl<T> Mailbox<T> {
+    /// Leaves the value (replacing one not yet taken) and wakes the waiter.
+    pub(crate) fn put(&self, v: T) {
+        *self.value.borrow_mut() = Some(v);
+        if let Some(w) = self.waiter.take() {
+            w.wake();
+        }
+    }
+
+    /// Waits for the value and takes it.
+    pub(crate) async fn take(&self) -> T {
+        poll_fn(|cx| match self.value.borrow_mut().take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                self.waiter.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
 /// A set of wakers woken together (drain start, wheel became non-empty, ...).
 #[derive(Debug, Default)]
 pub(crate) struct LocalNotify {

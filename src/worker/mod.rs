@@ -38,6 +38,7 @@ use storm_gate::StormGate;
 use sub_table::SubTable;
 use timers::Timers;
 
+pub(crate) use catch_up::CatchUp;
 pub(crate) use fanout::drain_ring;
 pub(crate) use registration::Registration;
 pub(crate) use shared::Shared;
@@ -49,6 +50,9 @@ const STORM_GROUP: usize = 16;
 
 /// A publish request's acknowledgement: the first id and the count.
 pub(crate) type Ack = Oneshot<(u64, u32)>;
+
+/// Where the cluster bridge's answer to one request lands.
+pub(crate) type ReplyBox = local::Mailbox<crate::sequencer::reply::Reply>;
 
 /// The worker's state, shared by its tasks through `Rc`.
 pub(crate) struct Worker {
@@ -68,6 +72,8 @@ pub(crate) struct Worker {
     pub(crate) delay_line: Option<RefCell<DelayLine>>,
     /// Publish requests waiting for their ack, by token.
     pub(crate) acks: RefCell<Slab<Rc<Ack>>>,
+    /// Requests to the cluster bridge waiting for their answer, by token.
+    pub(crate) replies: RefCell<Slab<Rc<ReplyBox>>>,
     /// Unsent bytes over all this worker's connections.
     pub(crate) pending: Rc<Cell<usize>>,
     /// This worker's share of `sse.max_queued_bytes`.
@@ -137,6 +143,7 @@ impl Worker {
                 .enabled()
                 .then(|| RefCell::new(DelayLine::new(cfg.auth.delay_ms, cfg.history.max_bytes))),
             acks: RefCell::new(Slab::new()),
+            replies: RefCell::new(Slab::new()),
             last_seen: Cell::new(0),
             history: RefCell::new(if cfg.auth.enabled() {
                 History::new(&cfg.history).with_delay(cfg.auth.delay_ms)

@@ -112,7 +112,42 @@ impl Shared {
             "ringcast_token_expired_total {}",
             self.token_expired.load(Relaxed)
         );
+        if let Some(link) = self.cluster() {
+            let last = link.stream_last.load(Relaxed);
+            let lag = last.saturating_sub(self.issued.load(Relaxed));
+            let series: [(&str, &str, &str, u64); 3] = [
+                (
+                    "ringcast_cluster_connected",
+                    "gauge",
+                    "1 while NATS JetStream is reachable and the stream usable.",
+                    u64::from(link.is_connected()),
+                ),
+                (
+                    "ringcast_cluster_consumer_lag",
+                    "gauge",
+                    "Stream messages this node has not consumed yet.",
+                    lag,
+                ),
+                (
+                    "ringcast_cluster_reconnects_total",
+                    "counter",
+                    "Times the connection to NATS was re-established.",
+                    link.reconnects.load(Relaxed),
+                ),
+            ];
+            for (name, kind, help, v) in series {
+                let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            }
+        }
         s
+    }
+
+    /// The cluster bridge's handle, in cluster mode.
+    pub(crate) fn cluster(&self) -> Option<&crate::sequencer::link::Link> {
+        match &self.ingest {
+            Ingest::Cluster(link) => Some(link),
+            _ => None,
+        }
     }
 
     /// Counts a refused token and logs it, at most one line per second
