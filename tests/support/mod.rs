@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod auth;
+pub mod nats;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -552,6 +553,25 @@ impl Sse {
                 "retry" => self.retry = value.parse().ok(),
                 _ => {}
             }
+        }
+    }
+
+    /// Reads up to and including the next comment line (a heartbeat) and
+    /// returns its text; `None` at EOF or timeout. For stretches where
+    /// nothing but heartbeats may arrive: an event field fails the test
+    /// (a `retry:` line is let through: it opens every stream).
+    pub fn next_comment(&mut self) -> Option<String> {
+        loop {
+            let line = self.line()?;
+            if let Some(c) = line.strip_prefix(':') {
+                let c = c.trim_start().to_owned();
+                self.comments.push(c.clone());
+                return Some(c);
+            }
+            assert!(
+                line.is_empty() || line.starts_with("retry:"),
+                "expected only heartbeats, got {line:?}"
+            );
         }
     }
 

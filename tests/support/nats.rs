@@ -1,0 +1,200 @@
+//! A real `nats-server -js` for the cluster tests (SPEC §8): private ports
+//! and store directory, readiness from its monitoring endpoint, stop and
+//! restart on the same port and store (an outage JetStream survives).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::TIMEOUT;
+
+/// The binary: `nats-server` on PATH, else where Debian's package puts it.
+fn binary() -> Option<&'static str> {
+    ["nats-server", "/usr/sbin/nats-server"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// True when nats-server is installed; fails the test in CI when it is
+/// not, skips it elsewhere (see `support::require`).
+pub fn available() -> bool {
+    super::require(
+        binary().is_some(),
+        "nats-server",
+        "apt-get install nats-server",
+    )
+}
+
+/// A free port on 127.0.0.1 (bound, then released for nats-server).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One nats-server with JetStream. Killed, and its directory removed, on drop.
+pub struct Nats {
+    /// `None` while stopped.
+    child: Option<Child>,
+    /// Client port; kept across `restart` so that nodes find it again.
+    port: u16,
+    /// HTTP monitoring port, for `/healthz`.
+    monitor: u16,
+    /// Holds `store/` (JetStream's files, kept across `restart`) and `nats.log`.
+    dir: PathBuf,
+}
+
+impl Nats {
+    /// Starts a nats-server on fresh ports with an empty store; returns once
+    /// JetStream is enabled. Ports are picked by binding port 0 and
+    /// releasing it, so another process may take one in between: then
+    /// nats-server exits and this tries other ports.
+    pub fn start() -> Nats {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ringcast-nats-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("store")).unwrap();
+        let mut nats = Nats {
+            child: None,
+            port: 0,
+            monitor: 0,
+            dir,
+        };
+        for _ in 0..5 {
+            nats.port = free_port();
+            nats.monitor = free_port();
+            if nats.port != nats.monitor && nats.spawn_and_wait() {
+                return nats;
+            }
+        }
+        panic!("nats-server did not start:\n{}", nats.log());
+    }
+
+    /// The client URL for `cluster.nats_url`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM (nats-server shuts JetStream down cleanly), then waits for
+    /// the exit; SIGKILL if it takes longer than `TIMEOUT`.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: sending a signal to our own child process by pid.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.wait();
+    }
+
+    /// Starts it again on the same port with the same store, and waits
+    /// until JetStream is enabled. The port was ours until `stop`; should a
+    /// stray socket hold it for a moment, this tries again until `TIMEOUT`.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + TIMEOUT;
+        while !self.spawn_and_wait() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not restart on port {}:\n{}",
+                self.port,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Everything nats-server has logged (all runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default()
+    }
+
+    /// Spawns nats-server on `port`/`monitor` and waits for
+    /// `/healthz?js-enabled-only=true` to answer 200. False when the process
+    /// exits first (a port taken); panics when it neither exits nor gets
+    /// ready within `TIMEOUT`.
+    fn spawn_and_wait(&mut self) -> bool {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("nats.log"))
+            .unwrap();
+        let child = Command::new(binary().expect("nats-server is installed"))
+            .args(["-js", "-a", "127.0.0.1"])
+            .args(["-p", &self.port.to_string()])
+            .args(["-m", &self.monitor.to_string()])
+            .arg("-sd")
+            .arg(self.dir.join("store"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn nats-server");
+        let child = self.child.insert(child);
+        let monitor: SocketAddr = ([127, 0, 0, 1], self.monitor).into();
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                self.child = None;
+                return false;
+            }
+            if healthz(monitor) == Some(200) {
+                return true;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server not ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+/// The status of `GET /healthz?js-enabled-only=true` on the monitoring
+/// port; `None` while nothing answers.
+fn healthz(monitor: SocketAddr) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&monitor, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(
+        b"GET /healthz?js-enabled-only=true HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("nats-server log:\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
