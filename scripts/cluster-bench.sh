@@ -28,8 +28,8 @@
 #   CLUSTER_BENCH_REPS=N    runs per scenario and set-up, interleaved (default
 #                           1; figures are then medians)
 # Writes compare.md (the table, also printed) and the raw compare.jsonl.
-# About 2 minutes on 2 cores after the build; every run is bounded
-# (ringcast-load --timeout-s) and every process started here is killed on exit.
+# Meant to take about 2 minutes after the build, at most about 3 (the runs'
+# --timeout-s add up to 150 s); every process started here is killed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -125,9 +125,9 @@ stop() {
 
 # name | load-generator arguments
 scenarios=(
-  "fanout|--subscribers 2000 --topics 1 --events 2000 --inflight 16 --source-ips 4 --server-metrics --timeout-s 40"
-  "publish|--subscribers 10 --topics 1 --events 20000 --inflight 16 --server-metrics --timeout-s 30"
-  "rate500|--subscribers 1000 --topics 10 --events 5000 --rate 500 --inflight 2 --source-ips 4 --server-metrics --timeout-s 30"
+  "fanout|--subscribers 2000 --topics 1 --events 2000 --inflight 16 --source-ips 4 --server-metrics --timeout-s 30"
+  "publish|--subscribers 10 --topics 1 --events 20000 --inflight 16 --server-metrics --timeout-s 20"
+  "rate500|--subscribers 1000 --topics 10 --events 5000 --rate 500 --inflight 2 --source-ips 4 --server-metrics --timeout-s 25"
 )
 want=("$@")
 selected() {
