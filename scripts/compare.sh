@@ -10,6 +10,8 @@
 #   (h: the burst, i: the resume storm, j: the market). COMPARE_OUT=dir
 #   writes the results there instead of benches/results (for a partial run).
 # Every run is bounded (ringcast-load --timeout-s); servers are stopped on exit.
+# Cluster mode (NATS JetStream) is not a scenario here: it is ringcast
+# against itself, with nats-server instead of nchan; scripts/cluster-bench.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # nginx + nchan from Debian's packages, installed when missing (as root).

@@ -27,6 +27,12 @@
 //! venue instead: not the same load). Every subscriber knows the exact union
 //! of topics it should receive: loss, duplication and order are checked per
 //! (publisher, topic), and an event of a topic outside it is `misrouted`.
+//!
+//! A cluster (`--also-addr`): subscribers and publishing connections are
+//! spread round-robin over the nodes, so every event crosses from the node it
+//! was published on to the others, and one process still checks every
+//! delivery and times it on one clock. `--server-pid` may then name every
+//! node; their CPU is added up.
 
 mod notify;
 
@@ -50,6 +56,12 @@ struct Args {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// More nodes of the same cluster (repeatable). With n nodes (--addr
+    /// and these), publishing connection c goes to node c mod n and
+    /// subscriber i to node (i / --topics) mod n, so that every topic has
+    /// subscribers on every node. /metrics is scraped from --addr only.
+    #[arg(long)]
+    also_addr: Vec<SocketAddr>,
     /// Subscriber connections.
     #[arg(long, default_value_t = 100)]
     subscribers: usize,
@@ -86,9 +98,10 @@ struct Args {
     /// Server kind: "ringcast" or "nchan" (URL layout).
     #[arg(long, default_value = "ringcast")]
     server: String,
-    /// Server PID for CPU and RSS figures.
+    /// Server PID for CPU and RSS figures; repeat it for several server
+    /// processes (cluster nodes), whose figures are added up.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// The core the server is pinned to: also report how busy that core
     /// was from /proc/stat (any process, with interrupts and softirqs,
     /// which loopback TCP does not always charge to the server's process).
@@ -173,6 +186,13 @@ struct Args {
 }
 
 impl Args {
+    /// The `i`-th node, round-robin over --addr and --also-addr.
+    fn node(&self, i: usize) -> SocketAddr {
+        match i % (1 + self.also_addr.len()) {
+            0 => self.addr,
+            k => self.also_addr[k - 1],
+        }
+    }
     fn symbols(&self) -> usize {
         self.topics / self.venues.max(1)
     }
@@ -716,7 +736,9 @@ async fn open_stream(
     rcvbuf: Option<usize>,
     last_id: Option<&[u8]>,
 ) -> Option<Stream> {
-    let stream = connect_from(args.addr, source, rcvbuf).await.ok()?;
+    let stream = connect_from(args.node(idx / args.topics), source, rcvbuf)
+        .await
+        .ok()?;
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let mut req = format!(
@@ -917,7 +939,7 @@ async fn publisher(
     base: Instant,
     window: usize,
 ) {
-    let Ok(stream) = TcpStream::connect_addr(args.addr).await else {
+    let Ok(stream) = TcpStream::connect_addr(args.node(conn_idx)).await else {
         stats.publish_errors.set(stats.publish_errors.get() + 1);
         return;
     };
@@ -1113,6 +1135,22 @@ fn proc_cpu_s(pid: u32) -> Option<f64> {
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+/// CPU seconds of all the server processes; `None` without any, or when
+/// one of them cannot be read.
+fn server_cpu_s(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| proc_cpu_s(p)).sum()
+}
+
+fn server_rss_kib(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| proc_rss_kib(p)).sum()
 }
 
 fn proc_rss_kib(pid: u32) -> Option<u64> {
@@ -1447,8 +1485,8 @@ async fn run(args: Rc<Args>) -> String {
     };
     let base = Instant::now();
     let deadline = base + Duration::from_secs(args.timeout_s);
-    let rss0 = args.server_pid.and_then(proc_rss_kib);
-    let cpu_start = args.server_pid.and_then(proc_cpu_s);
+    let rss0 = server_rss_kib(&args.server_pid);
+    let cpu_start = server_cpu_s(&args.server_pid);
     let self_start = proc_cpu_s(std::process::id());
     let stalled_every = if args.stalled_pct > 0.0 {
         (100.0 / args.stalled_pct).round().max(1.0) as usize
@@ -1568,13 +1606,13 @@ async fn run(args: Rc<Args>) -> String {
         }
     }
     let connect_s = t_connect.elapsed().as_secs_f64();
-    let cpu_connect = args.server_pid.and_then(proc_cpu_s);
+    let cpu_connect = server_cpu_s(&args.server_pid);
     let self_connect = proc_cpu_s(std::process::id());
     if args.connect_only && args.hold_s > 0.0 {
         monoio::time::sleep(Duration::from_secs_f64(args.hold_s)).await;
     }
-    let rss1 = args.server_pid.and_then(proc_rss_kib);
-    let cpu0 = args.server_pid.and_then(proc_cpu_s);
+    let rss1 = server_rss_kib(&args.server_pid);
+    let cpu0 = server_cpu_s(&args.server_pid);
     let core0 = args.server_core.and_then(core_jiffies);
     let t_pub = Instant::now();
     let mut storm = None;
@@ -1611,7 +1649,7 @@ async fn run(args: Rc<Args>) -> String {
             _ = monoio::time::sleep(deadline.saturating_duration_since(Instant::now())) => {},
         }
     }
-    let cpu1 = args.server_pid.and_then(proc_cpu_s);
+    let cpu1 = server_cpu_s(&args.server_pid);
     let core1 = args.server_core.and_then(core_jiffies);
     let core_share = |f: fn((u64, u64, u64)) -> u64| match (core0, core1) {
         (Some(a), Some(b)) if b.2 > a.2 => Some((f(b) - f(a)) as f64 / (b.2 - a.2) as f64),
@@ -1798,7 +1836,7 @@ struct StormTimes {
 
 fn cpu_now(args: &Args) -> (Option<f64>, Option<f64>) {
     (
-        args.server_pid.and_then(proc_cpu_s),
+        server_cpu_s(&args.server_pid),
         proc_cpu_s(std::process::id()),
     )
 }
