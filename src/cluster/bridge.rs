@@ -64,6 +64,8 @@ pub(super) struct Bridge {
     /// from its last sequence once NATS is back, rather than waiting for
     /// the client library to notice its consumer is gone.
     lost: tokio::sync::watch::Sender<u64>,
+    /// The stream was found recreated; the consumer starts the new epoch.
+    recreated: Cell<bool>,
 }
 
 impl Bridge {
@@ -93,6 +95,7 @@ impl Bridge {
             acked: Cell::new(0),
             sending: tokio::sync::Mutex::new(()),
             lost: tokio::sync::watch::Sender::new(0),
+            recreated: Cell::new(false),
         }
     }
 
@@ -149,6 +152,8 @@ impl Bridge {
                      from its sequences, and resuming clients with older ids get resync"
                 );
                 self.created.set(Some(created));
+                self.recreated.set(true);
+                self.lost.send_modify(|g| *g += 1);
             }
             Some(_) => {}
         }
@@ -207,6 +212,19 @@ impl Bridge {
         self.consumed.store(start, Release);
         tracing::info!(from = start + 1, "cluster: consuming the stream");
         loop {
+            // Look at the stream before reading on: a stream recreated
+            // meanwhile must start its epoch from sequence 1.
+            if self.nats_up() {
+                let _ = self.reach_stream().await;
+            }
+            if self.recreated.replace(false) {
+                // Everything on the rings so far was the old stream's.
+                self.push_all(|| Msg::Epoch).await;
+                self.link.floor.store(0, Release);
+                self.consumed.store(0, Release);
+                self.acked.set(0);
+                tracing::info!("cluster: consuming the recreated stream from its start");
+            }
             if let Err(e) = self.consume_once().await {
                 tracing::warn!(error = %e, after = self.consumed.load(Relaxed), "cluster: consumer stopped; restarting");
             }
@@ -242,7 +260,7 @@ impl Bridge {
         loop {
             let first = tokio::select! {
                 m = msgs.next() => m,
-                _ = lost.changed() => return Err("connection to NATS lost".into()),
+                _ = lost.changed() => return Err("the connection to NATS or the stream changed".into()),
             };
             let mut next = first;
             let mut taken = 0;

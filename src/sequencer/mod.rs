@@ -228,7 +228,7 @@ mod tests {
                     acks.push((token, first, count));
                 }
                 Msg::Drain => drained = true,
-                Msg::Reply { .. } => unreachable!("no bridge here"),
+                Msg::Reply { .. } | Msg::Epoch => unreachable!("no bridge here"),
             }
         }
         assert!(drained);

@@ -181,7 +181,7 @@ mod tests {
                         count,
                     } => acks.push((ids.len(), token, first, count)),
                     Msg::Drain => panic!("no drain yet"),
-                    Msg::Reply { .. } => panic!("no bridge here"),
+                    Msg::Reply { .. } | Msg::Epoch => panic!("no bridge here"),
                 }
             }
             (ids, acks)

@@ -38,6 +38,10 @@ pub enum Msg {
     },
     /// Begin draining (shutdown); every event sequenced before is ahead of it.
     Drain,
+    /// Cluster mode: the stream was deleted and recreated. Everything
+    /// before this was the old stream's; ids start again from the new
+    /// one's sequences, and every subscriber is told (`resync` `epoch`).
+    Epoch,
     /// The cluster bridge's answer to this worker's request `token`.
     Reply {
         /// The worker-local request token.

@@ -402,6 +402,7 @@ impl Worker {
                 }
             }
             Msg::Drain => self.begin_drain(),
+            Msg::Epoch => self.new_epoch(),
             Msg::Reply { token, reply } => {
                 if let Some(cell) = self.replies.borrow().get(token as usize) {
                     cell.put(*reply);

@@ -323,6 +323,40 @@ impl Worker {
         self.lifecycle.notify();
     }
 
+    /// Cluster mode: the stream was recreated. This worker forgets the old
+    /// stream's events (its history and delayed view start empty, ids
+    /// start over) and tells every subscriber once with `resync` `epoch`;
+    /// their streams then continue with the new stream's events.
+    pub(crate) fn new_epoch(&self) {
+        let cfg = &self.shared.cfg;
+        *self.history.borrow_mut() = if cfg.auth.enabled() {
+            History::new(&cfg.history).with_delay(cfg.auth.delay_ms)
+        } else {
+            History::new(&cfg.history)
+        };
+        if let Some(line) = &self.delay_line {
+            *line.borrow_mut() = DelayLine::new(cfg.auth.delay_ms, cfg.history.max_bytes);
+        }
+        self.last_seen.set(0);
+        let streams: Vec<Rc<Conn>> = self
+            .conns
+            .borrow()
+            .iter()
+            .map(|(_, c)| c.clone())
+            .filter(|c| c.phase() == Phase::Stream)
+            .collect();
+        for c in &streams {
+            c.set_last_id(0);
+            c.push_raw(crate::frame::resync("epoch"));
+            self.metrics.resyncs.fetch_add(1, Relaxed);
+        }
+        tracing::warn!(
+            worker = self.idx,
+            subscribers = streams.len(),
+            "new stream epoch: subscribers told to resync"
+        );
+    }
+
     /// Resolves when the worker has drained and its last connection closed.
     pub(crate) async fn finished(&self) {
         self.lifecycle
