@@ -87,10 +87,8 @@ async fn options(
             async move {
                 match ev {
                     async_nats::Event::Disconnected => link.connected.store(false, Relaxed),
-                    async_nats::Event::Connected => {
-                        if link.ever_connected.swap(true, Relaxed) {
-                            link.reconnects.fetch_add(1, Relaxed);
-                        }
+                    async_nats::Event::Connected if link.ever_connected.swap(true, Relaxed) => {
+                        link.reconnects.fetch_add(1, Relaxed);
                     }
                     _ => {}
                 }

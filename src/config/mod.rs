@@ -323,23 +323,22 @@ impl Cluster {
 
     /// The checks types cannot express: `Err((key, why))`.
     fn check(&self) -> Result<(), (&'static str, String)> {
-        let Some(urls) = &self.nats_url else {
-            return Ok(());
-        };
-        let list = urls.list();
-        if list.is_empty() {
-            return Err(("cluster.nats_url", "give at least one URL".into()));
-        }
-        for u in list {
-            let ok = ["nats://", "tls://", "ws://", "wss://"]
-                .iter()
-                .find_map(|s| u.strip_prefix(s))
-                .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
-            if !ok {
-                return Err((
-                    "cluster.nats_url",
-                    format!("{u:?} is not a NATS URL, e.g. nats://127.0.0.1:4222"),
-                ));
+        if let Some(urls) = &self.nats_url {
+            let list = urls.list();
+            if list.is_empty() {
+                return Err(("cluster.nats_url", "give at least one URL".into()));
+            }
+            for u in list {
+                let ok = ["nats://", "tls://", "ws://", "wss://"]
+                    .iter()
+                    .find_map(|s| u.strip_prefix(s))
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace));
+                if !ok {
+                    return Err((
+                        "cluster.nats_url",
+                        format!("{u:?} is not a NATS URL, e.g. nats://127.0.0.1:4222"),
+                    ));
+                }
             }
         }
         let token = |s: &str| {
