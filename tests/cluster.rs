@@ -1,7 +1,8 @@
 //! Cluster mode (SPEC §8): several ringcast nodes on one real nats-server
 //! with JetStream. Every node delivers every event under its stream
 //! sequence; a subscriber resumes on any node; old events and snapshots come
-//! from JetStream; an outage of NATS loses and repeats nothing. Each test
+//! from JetStream; an outage of NATS loses and repeats nothing; a stream
+//! deleted and recreated is a new epoch (`resync`). Each test
 //! runs its own nats-server (fresh stream, so ids start at 1) and its own
 //! nodes. Needs nats-server (`.ci/run` installs it); in CI a missing one
 //! fails the test, on a developer machine it is reported and skipped.
@@ -12,42 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::nats::{self, Nats};
+use support::nats::{self, node, node_with, wait_readyz, Nats};
 use support::*;
-
-/// A node on `nats` with `toml` for its other sections and `cluster` for
-/// more `[cluster]` keys; returns once `/readyz` says 200.
-fn node_with(nats: &Nats, toml: &str, cluster: &str) -> Server {
-    let toml = format!(
-        "{toml}\n[cluster]\nnats_url = \"{}\"\n{cluster}\n",
-        nats.url()
-    );
-    let s = Server::start_with(&toml, &["--workers", "2"], &[]);
-    wait_readyz(&s, 200, TIMEOUT);
-    s
-}
-
-fn node(nats: &Nats, toml: &str) -> Server {
-    node_with(nats, toml, "")
-}
-
-/// Polls `/readyz` until it answers `status`. Readiness (reaching
-/// JetStream) has no other observable event, so a poll with a deadline it is.
-fn wait_readyz(s: &Server, status: u16, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = get(s.addr(), "/readyz").status;
-        if got == status {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz still {got}, not {status}, after {within:?}; log:\n{}",
-            s.stderr.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// NATS subject matching, as SPEC §2 defines patterns.
 fn matches(pattern: &str, topic: &str) -> bool {
@@ -636,5 +603,73 @@ fn bad_cluster_config_exits_2_naming_the_key() {
             assert!(out.contains(key), "{line} {args:?}: {out}");
         }
         let _ = std::fs::remove_file(file);
+    }
+}
+
+/// A publish through `addr` retried while the node answers 503 (it has not
+/// yet noticed, or not yet recreated, a deleted stream); returns the id
+/// once JetStream acknowledged it. A refused publish is never delivered
+/// (SPEC §8), so only the acknowledged one counts.
+fn publish_retrying(addr: std::net::SocketAddr, topic: &str, data: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = post(
+            addr,
+            &format!("/publish?topic={topic}"),
+            "text/plain",
+            data.as_bytes(),
+        );
+        if r.status == 200 {
+            return r.json()["id"].as_str().unwrap().parse().unwrap();
+        }
+        r.assert_error(503);
+        assert!(
+            Instant::now() < deadline,
+            "publish still refused: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The stream is deleted under a running node (which recreates it): a new
+/// epoch. The connected subscriber gets one `resync` (`epoch`), then the
+/// new stream's events with ids from 1 again; a client resuming with an id
+/// from the old stream, beyond the new one's end, gets `resync` (`epoch`)
+/// too.
+#[test]
+fn stream_deleted_and_recreated_is_a_new_epoch() {
+    if !nats::available() {
+        return;
+    }
+    let nats = Nats::start();
+    let s = node_with(&nats, "", "stream = \"EPOCHS\"");
+    let mut sub = Sse::open(s.addr(), "topic=ep");
+    wait_subscribers(&s, 1);
+    let before: Vec<Sent> = (0..3)
+        .map(|i| publish_sent(s.addr(), "ep", None, &format!("old {i}")))
+        .collect();
+    assert_eq!(before.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(received(&sub.take(3)), expected(&before, &["ep"]));
+
+    nats.delete_stream("EPOCHS");
+    // The node notices within its check interval, recreates the stream and
+    // is ready again; publishes in between may be refused with 503.
+    wait_readyz(&s, 200, Duration::from_secs(15));
+    let first = publish_retrying(s.addr(), "ep", "new 0");
+    assert_eq!(first, 1, "the recreated stream counts from 1");
+    assert_eq!(resync_reason(&sub.next_event().unwrap()), "epoch");
+    let ev = sub.next_event().expect("the new stream's first event");
+    assert_eq!((ev.id_u64(), ev.data.as_str()), (1, "new 0"));
+
+    // The new stream holds one event: id 3 is beyond its end.
+    let mut resumed = Sse::open_with(s.addr(), "topic=ep", &[("Last-Event-ID", "3")]);
+    assert_eq!(resync_reason(&resumed.next_event().unwrap()), "epoch");
+    wait_subscribers(&s, 2);
+    let live = publish(s.addr(), "ep", None, "new 1");
+    assert_eq!(live, 2);
+    for sub in [&mut sub, &mut resumed] {
+        let ev = sub.next_event().expect("the live event");
+        assert_eq!((ev.id_u64(), ev.data.as_str()), (2, "new 1"));
     }
 }

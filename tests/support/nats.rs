@@ -1,15 +1,50 @@
 //! A real `nats-server -js` for the cluster tests (SPEC §8): private ports
 //! and store directory, readiness from its monitoring endpoint, stop and
-//! restart on the same port and store (an outage JetStream survives).
+//! restart on the same port and store (an outage JetStream survives), a
+//! raw NATS client request (to delete a stream), and ringcast nodes on it.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::TIMEOUT;
+use super::{get, Server, TIMEOUT};
+
+/// A ringcast node on `nats` with `toml` for its other sections and
+/// `cluster` for more `[cluster]` keys; returns once `/readyz` says 200.
+pub fn node_with(nats: &Nats, toml: &str, cluster: &str) -> Server {
+    let toml = format!(
+        "{toml}\n[cluster]\nnats_url = \"{}\"\n{cluster}\n",
+        nats.url()
+    );
+    let s = Server::start_with(&toml, &["--workers", "2"], &[]);
+    wait_readyz(&s, 200, TIMEOUT);
+    s
+}
+
+pub fn node(nats: &Nats, toml: &str) -> Server {
+    node_with(nats, toml, "")
+}
+
+/// Polls `/readyz` until it answers `status`. Readiness (reaching
+/// JetStream) has no other observable event, so a poll with a deadline it is.
+pub fn wait_readyz(s: &Server, status: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = get(s.addr(), "/readyz").status;
+        if got == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still {got}, not {status}, after {within:?}; log:\n{}",
+            s.stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 /// The binary: `nats-server` on PATH, else where Debian's package puts it.
 fn binary() -> Option<&'static str> {
@@ -122,6 +157,80 @@ impl Nats {
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Deletes the JetStream stream `stream` (`$JS.API.STREAM.DELETE`) and
+    /// panics unless JetStream answers `"success":true`.
+    pub fn delete_stream(&self, stream: &str) {
+        let reply = self.request(&format!("$JS.API.STREAM.DELETE.{stream}"), b"");
+        let v: serde_json::Value = serde_json::from_slice(&reply).unwrap_or_else(|e| {
+            panic!(
+                "JetStream reply is not JSON ({e}): {}",
+                String::from_utf8_lossy(&reply)
+            )
+        });
+        assert_eq!(v["success"], true, "deleting stream {stream}: {v}");
+    }
+
+    /// One NATS request over the raw client protocol (no client library):
+    /// publishes `payload` on `subject` with a private inbox as the reply
+    /// subject and returns the first reply's payload. Answers the server's
+    /// PINGs; panics on `-ERR`, on a no-responders status, or after `TIMEOUT`.
+    pub fn request(&self, subject: &str, payload: &[u8]) -> Vec<u8> {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to nats-server");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        let line = |r: &mut BufReader<TcpStream>| {
+            let mut l = String::new();
+            let n = r.read_line(&mut l).expect("a line from nats-server");
+            assert!(n > 0, "nats-server closed the connection");
+            l.trim_end_matches(['\r', '\n']).to_owned()
+        };
+        let info = line(&mut r);
+        assert!(info.starts_with("INFO "), "expected INFO, got {info:?}");
+        let mut out = Vec::new();
+        out.extend_from_slice(
+            b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n",
+        );
+        out.extend_from_slice(b"SUB _INBOX.t 1\r\n");
+        out.extend_from_slice(format!("PUB {subject} _INBOX.t {}\r\n", payload.len()).as_bytes());
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b"\r\nPING\r\n");
+        w.write_all(&out).unwrap();
+        loop {
+            let l = line(&mut r);
+            let words: Vec<&str> = l.split(' ').collect();
+            match words[0] {
+                "PING" => w.write_all(b"PONG\r\n").unwrap(),
+                "PONG" | "+OK" => {}
+                // MSG <subject> <sid> [reply] <bytes>
+                "MSG" => {
+                    let n: usize = words.last().unwrap().parse().unwrap();
+                    let mut body = vec![0; n + 2];
+                    r.read_exact(&mut body).unwrap();
+                    body.truncate(n);
+                    return body;
+                }
+                // HMSG <subject> <sid> [reply] <header bytes> <total bytes>:
+                // a reply with headers, here only a status such as
+                // `NATS/1.0 503` (no responders: no JetStream).
+                "HMSG" => {
+                    let n: usize = words.last().unwrap().parse().unwrap();
+                    let h: usize = words[words.len() - 2].parse().unwrap();
+                    let mut body = vec![0; n + 2];
+                    r.read_exact(&mut body).unwrap();
+                    let head = String::from_utf8_lossy(&body[..h]);
+                    let status = head.lines().next().unwrap_or_default();
+                    assert!(
+                        status.trim() == "NATS/1.0" || status.contains(" 200"),
+                        "{subject}: reply with status {head:?}"
+                    );
+                    return body[h..n].to_vec();
+                }
+                _ => panic!("{subject}: nats-server said {l:?}"),
+            }
         }
     }
 
