@@ -10,10 +10,15 @@
 #   (h: the burst, i: the resume storm, j: the market). COMPARE_OUT=dir
 #   writes the results there instead of benches/results (for a partial run).
 # Every run is bounded (ringcast-load --timeout-s); servers are stopped on exit.
-# Cluster mode (NATS JetStream) is not a scenario here: it is ringcast
-# against itself, with nats-server instead of nchan; scripts/cluster-bench.sh.
+# Cluster mode (NATS JetStream) is ringcast against itself (two nodes and a
+# nats-server against one node), not against nchan: `scripts/compare.sh
+# cluster [fanout|publish|rate500 ...]` runs scripts/cluster-bench.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = cluster ]; then
+  shift
+  exec scripts/cluster-bench.sh "$@"
+fi
 # nginx + nchan from Debian's packages, installed when missing (as root).
 if ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

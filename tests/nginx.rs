@@ -531,12 +531,21 @@ fn trusted_proxy_forwarded_for_is_the_per_ip_client() {
     assert_eq!(again.status, 429, "{}", again.head);
     assert!(again.header("retry-after").is_some(), "{}", again.head);
     assert!(again.body().contains("rate_limited"));
-    // The logs name the forwarded client, not nginx.
-    let log = s.stderr.lock().unwrap().clone();
-    assert!(
-        log.contains("client=203.0.113.2") && log.contains("over limits.max_connections_per_ip"),
-        "{log}"
-    );
+    // The logs name the forwarded client, not nginx. The 429 can reach
+    // the client before the server's log line reaches the test's pipe
+    // reader, so wait for the line (with a deadline).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let log = s.stderr.lock().unwrap().clone();
+        let seen = log.contains("client=203.0.113.2")
+            && log.contains("over limits.max_connections_per_ip conn=")
+            && log.contains("client=203.0.113.1");
+        if seen {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     // A proxied client's count is released when its stream closes.
     drop(a);
     s.metric_until_sum("ringcast_subscribers_active{", |v| v == 1.0);

@@ -319,7 +319,7 @@ mod tests {
         #[test]
         fn ack_matches_serde_json(
             first in proptest::prelude::any::<u64>(),
-            count in 0u32..64,
+            count in 1u32..64,
             many in proptest::prelude::any::<bool>(),
         ) {
             let first = first.min(u64::MAX - u64::from(count));
