@@ -78,6 +78,8 @@ fn free_port() -> u16 {
 }
 
 /// One nats-server with JetStream. Killed, and its directory removed, on drop.
+    /// More command-line arguments (`start_with`), kept across `restart`.
+    extra: Vec<String>,
 pub struct Nats {
     /// `None` while stopped.
     child: Option<Child>,
@@ -86,6 +88,12 @@ pub struct Nats {
     /// HTTP monitoring port, for `/healthz`.
     monitor: u16,
     /// Holds `store/` (JetStream's files, kept across `restart`) and `nats.log`.
+        Self::start_with(&[])
+    }
+
+    /// `start` with more nats-server arguments, e.g. `--tls ...`. With
+    /// TLS required, `request` (plain TCP) does not work.
+    pub fn start_with(extra: &[&str]) -> Nats {
     dir: PathBuf,
 }
 
@@ -96,6 +104,7 @@ impl Nats {
     /// nats-server exits and this tries other ports.
     pub fn start() -> Nats {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            extra: extra.iter().map(|&a| a.to_owned()).collect(),
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ringcast-nats-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -246,6 +255,7 @@ impl Nats {
     fn spawn_and_wait(&mut self) -> bool {
         let log = File::options()
             .create(true)
+            .args(&self.extra)
             .append(true)
             .open(self.dir.join("nats.log"))
             .unwrap();
