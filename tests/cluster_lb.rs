@@ -10,9 +10,9 @@
 //! the test, on a developer machine it is reported and skipped.
 mod support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::nats::{self, node, Nats};
@@ -35,20 +35,10 @@ fn nginx_stream_ready() -> bool {
     )
 }
 
-/// A free port on 127.0.0.1 (bound, then released for nginx to take).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// nginx with the shipped `cluster-stream.conf`, from a private prefix;
 /// stopped (with its worker) on drop.
 struct Balancer {
-    child: Child,
-    dir: PathBuf,
+    _nginx: support::nginx::Nginx,
     addr: SocketAddr,
 }
 
@@ -56,9 +46,7 @@ impl Balancer {
     /// Starts nginx balancing over `nodes`; returns once `/readyz` answers
     /// 200 through it.
     fn start(nodes: [SocketAddr; 2]) -> Balancer {
-        let dir = std::env::temp_dir().join(format!("ringcast-lb-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = support::nginx::prefix("lb");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let shipped = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tuning/nginx/cluster-stream.conf"),
@@ -81,61 +69,10 @@ impl Balancer {
         std::fs::write(&path, conf).unwrap();
         // As the README runs it, but in the foreground so that this test
         // owns the process (`-g` adds to the file, it changes nothing in it).
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(&path)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        let mut lb = Balancer { child, dir, addr };
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = lb.child.try_wait().unwrap() {
-                panic!("nginx exited with {status}:\n{}", lb.error_log());
-            }
-            if TcpStream::connect(addr).is_ok() && get(addr, "/readyz").status == 200 {
-                return lb;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx not ready:\n{}",
-                lb.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its worker, then exits. SIGKILL would
-        // leave the worker running.
-        // SAFETY: sending a signal to our own child process by pid.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("nginx error.log:\n{}", self.error_log());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        let nginx = support::nginx::Nginx::start(dir, &path, "", addr, "/readyz");
+        Balancer {
+            _nginx: nginx,
+            addr,
         }
     }
 }

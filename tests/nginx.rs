@@ -8,10 +8,10 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -43,20 +43,10 @@ fn curl_http2_ready() -> bool {
     require(ok, "curl with HTTP/2")
 }
 
-/// A free port on 127.0.0.1 (bound, then released for nginx to take).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A real nginx in front of a ringcast, run from a temporary prefix; killed
+/// A real nginx in front of a ringcast, run from a temporary prefix; stopped
 /// (with its workers) on drop.
 struct Nginx {
-    child: Child,
-    dir: PathBuf,
+    _nginx: support::nginx::Nginx,
     /// The plain HTTP/1.1 listener.
     http: SocketAddr,
     /// The HTTPS (HTTP/2) listener.
@@ -65,11 +55,7 @@ struct Nginx {
 
 impl Nginx {
     fn start(upstream: SocketAddr) -> Nginx {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("ringcast-nginx-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = support::nginx::prefix("nginx");
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let out = Command::new("openssl")
             .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
@@ -129,73 +115,18 @@ impl Nginx {
         );
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, main).unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-g")
-            .arg(format!("daemon off; pid {d}/nginx.pid;"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nginx");
-        let mut nginx = Nginx {
-            child,
-            dir,
+        // Waits until nginx answers /healthz from ringcast.
+        let nginx = support::nginx::Nginx::start(
+            dir.clone(),
+            &conf,
+            &format!("pid {d}/nginx.pid;"),
+            http,
+            "/healthz",
+        );
+        Nginx {
+            _nginx: nginx,
             http,
             tls,
-        };
-        nginx.wait_ready();
-        nginx
-    }
-
-    /// Polls the plain listener until nginx answers /healthz from ringcast.
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("nginx exited with {status}:\n{}", self.error_log());
-            }
-            if TcpStream::connect(self.http).is_ok() && get(self.http, "/healthz").status == 200 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx not ready:\n{}",
-                self.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its workers, then exits. SIGKILL would
-        // leave the workers running.
-        // SAFETY: sending a signal to our own child process by pid.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("nginx error.log:\n{}", self.error_log());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

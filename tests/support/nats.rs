@@ -5,12 +5,12 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{get, Server, TIMEOUT};
+use super::{free_port, get, Server, TIMEOUT};
 
 /// A ringcast node on `nats` with `toml` for its other sections and
 /// `cluster` for more `[cluster]` keys; returns once `/readyz` says 200.
@@ -68,15 +68,6 @@ pub fn available() -> bool {
     )
 }
 
-/// A free port on 127.0.0.1 (bound, then released for nats-server).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One nats-server with JetStream. Killed, and its directory removed, on drop.
 pub struct Nats {
     /// `None` while stopped.
@@ -87,6 +78,8 @@ pub struct Nats {
     monitor: u16,
     /// Holds `store/` (JetStream's files, kept across `restart`) and `nats.log`.
     dir: PathBuf,
+    /// More command-line arguments (`start_with`), kept across `restart`.
+    extra: Vec<String>,
 }
 
 impl Nats {
@@ -95,6 +88,12 @@ impl Nats {
     /// releasing it, so another process may take one in between: then
     /// nats-server exits and this tries other ports.
     pub fn start() -> Nats {
+        Self::start_with(&[])
+    }
+
+    /// `start` with more nats-server arguments, e.g. `--tls ...`. With
+    /// TLS required, `request` (plain TCP) does not work.
+    pub fn start_with(extra: &[&str]) -> Nats {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("ringcast-nats-{}-{n}", std::process::id()));
@@ -105,6 +104,7 @@ impl Nats {
             port: 0,
             monitor: 0,
             dir,
+            extra: extra.iter().map(|&a| a.to_owned()).collect(),
         };
         for _ in 0..5 {
             nats.port = free_port();
@@ -255,6 +255,7 @@ impl Nats {
             .args(["-m", &self.monitor.to_string()])
             .arg("-sd")
             .arg(self.dir.join("store"))
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
