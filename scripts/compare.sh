@@ -145,6 +145,11 @@ scenarios=(
   "a10k_2workers|2|--subscribers 10000 --topics 1 --events 300 --inflight 16"
   "a20k|1|--subscribers 19900 --topics 1 --events 150 --inflight 16"
   "b10k_100topics|1|--subscribers 10000 --topics 100 --events 20000 --inflight 16"
+  # 2,000 topics, 5 subscribers per event (issue 11: CPU per delivery at
+  # most 0.7x nchan's), three interleaved repeats.
+  "b10k_2000topics|1|--subscribers 10000 --topics 2000 --events 20000 --inflight 16"
+  "b10k_2000topics|1|--subscribers 10000 --topics 2000 --events 20000 --inflight 16"
+  "b10k_2000topics|1|--subscribers 10000 --topics 2000 --events 20000 --inflight 16"
   "c10k_rate|1|$rate_args"
   "f10k_1pct_stalled|1|$rate_args --stalled-pct 1"
   "c10k_rate|1|$rate_args"
