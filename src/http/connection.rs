@@ -142,8 +142,16 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
             drop(buf);
             // A reconnect storm sets up subscriptions in groups, with the
             // ring drain running in between (see Worker::storm_gate).
-            let permit = w.storm_gate.acquire().await;
-            let streaming = Box::pin(events::subscribe(&w, &conn, stream, head, &cors)).await;
+            let mut permit = w.storm_gate.acquire().await;
+            let streaming = Box::pin(events::subscribe(
+                &w,
+                &conn,
+                stream,
+                head,
+                &cors,
+                &mut permit,
+            ))
+            .await;
             drop(permit);
             if let Some(stream) = streaming {
                 // The stream lives on in a task of its own that holds only

@@ -23,17 +23,18 @@ use crate::frame;
 use crate::sequencer::link::{Fetch, Link, Request};
 use crate::sequencer::reply::{FetchNext, Reply};
 use crate::worker::conn::{Conn, Phase, Queued, REPLAYED};
-use crate::worker::{CatchUp, ReplyBox, Worker};
+use crate::worker::{CatchUp, ReplyBox, StormPermit, Worker};
 
 /// Handles `GET`/`HEAD /events` on `conn`: answers refusals and errors
 /// itself, or registers the subscription, queues the head, `retry:` and
 /// catch-up, and hands back the stream for [`run`].
-pub(super) async fn subscribe(
-    w: &Worker,
+pub(super) async fn subscribe<'w>(
+    w: &'w Worker,
     conn: &Conn,
     mut stream: TcpStream,
     head: Head,
     cors: &str,
+    permit: &mut Option<StormPermit<'w>>,
 ) -> Option<TcpStream> {
     let cfg = &w.shared.cfg;
     let checked = parse_subscribe(head.query(), cfg.limits.topics_per_subscription)
@@ -81,7 +82,11 @@ pub(super) async fn subscribe(
     if let Some(link) = w.shared.cluster().filter(|_| !delayed) {
         let local = w.catch_up(&patterns, last_event_id, q.snapshot);
         if let Some((after, resync)) = remote_catch_up_needed(&local, last_event_id, q.snapshot) {
-            match from_jetstream(
+            // Waiting on JetStream is not work for this core: let the rest
+            // of a connection storm through meanwhile, and queue again for
+            // the registration.
+            drop(permit.take());
+            let fetched = from_jetstream(
                 w,
                 conn,
                 link,
@@ -92,8 +97,9 @@ pub(super) async fn subscribe(
                 resync,
                 q.snapshot,
             )
-            .await
-            {
+            .await;
+            *permit = w.storm_gate.acquire().await;
+            match fetched {
                 Remote::Resume(r) => resume = Some(r),
                 Remote::Gone => return None,
                 Remote::Unavailable => {
