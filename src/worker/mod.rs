@@ -40,9 +40,9 @@ use timers::Timers;
 
 pub(crate) use catch_up::CatchUp;
 pub(crate) use fanout::drain_ring;
+pub(crate) use local::Permit as StormPermit;
 pub(crate) use registration::Registration;
 pub(crate) use shared::Shared;
-pub(crate) use local::Permit as StormPermit;
 pub(crate) use stream::run as run_stream;
 pub use timer_wheel::TimerWheel;
 
