@@ -80,13 +80,6 @@ fn ndjson(lines: &[(&str, Option<&str>, &str)]) -> String {
         .collect()
 }
 
-fn resync_reason(ev: &Event) -> String {
-    assert_eq!(ev.event, "resync", "expected a resync first, got {ev:?}");
-    assert!(ev.id.is_empty(), "resync carries no id");
-    let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
-    v["reason"].as_str().unwrap().to_owned()
-}
-
 /// Three nodes, two subscriptions each (made before anything is
 /// published): single publishes on A get the stream sequence 1, 2, 3, ...;
 /// an ndjson batch on B and a publish on C reach every node too; every node

@@ -7,13 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
 
-fn resync_reason(ev: &Event) -> String {
-    assert_eq!(ev.event, "resync", "expected a resync first, got {ev:?}");
-    assert!(ev.id.is_empty(), "resync carries no id");
-    let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
-    v["reason"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn resume_gets_exactly_the_missed_events_then_live() {
     let s = Server::start("");

@@ -624,6 +624,14 @@ impl Sse {
 /// Waits until `n` subscribers are registered, so publishes that follow
 /// reach them (subscription is registered before the head is sent, but the
 /// test thread may see the head before the metrics update).
+/// The reason of a `resync` frame (SPEC §3), asserting that it is one.
+pub fn resync_reason(ev: &Event) -> String {
+    assert_eq!(ev.event, "resync", "expected a resync first, got {ev:?}");
+    assert!(ev.id.is_empty(), "resync carries no id");
+    let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
+    v["reason"].as_str().unwrap().to_owned()
+}
+
 pub fn wait_subscribers(server: &Server, n: usize) {
     let v = server.metric_until_sum("ringcast_subscribers_active{", |v| v >= n as f64);
     assert!(v >= n as f64, "only {v} of {n} subscribers registered");
