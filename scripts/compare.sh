@@ -31,7 +31,7 @@ mod=$(ls /usr/lib/nginx/modules/ngx_nchan_module.so 2>/dev/null || true)
 [ -n "$mod" ] || { echo "compare: libnginx-mod-nchan is not installed"; exit 1; }
 # Always rebuild (a no-op when fresh): stale binaries would be measured.
 cargo build --release --quiet --bins
-cargo build --release --quiet -p ringcast-load --features chart --bin ringcast-chart
+cargo build --release --quiet -p ringcast-load --features chart --bins
 ulimit -n "$(ulimit -Hn)"
 out=${COMPARE_OUT:-benches/results}
 mkdir -p "$out"
@@ -82,6 +82,16 @@ start_ringcast() {
   [ -z "$renv" ] || read -ra envs <<<"$renv"
   env "${envs[@]}" taskset -c "$cores" target/release/ringcast --listen "127.0.0.1:$port" --workers "$workers" \
     2>"$tmp/ringcast-$port.err" &
+  pid=$!
+}
+
+# The physical floor (issue 11): ringcast-floor, a plain epoll + writev loop
+# of the same frames over the same sockets with no server logic, driven by
+# the same load-generator run (ringcast's URL layout).
+start_floor() {
+  local port=$1
+  taskset -c 0 target/release/ringcast-floor --listen "127.0.0.1:$port" --max-s 300 \
+    2>"$tmp/floor-$port.err" &
   pid=$!
 }
 
@@ -144,6 +154,10 @@ scenarios=(
   "a10k|1|--subscribers 10000 --topics 1 --events 300 --inflight 16"
   "a10k_2workers|2|--subscribers 10000 --topics 1 --events 300 --inflight 16"
   "a20k|1|--subscribers 19900 --topics 1 --events 150 --inflight 16"
+  # 100 topics flat out, three interleaved repeats (issue 11: at most 0.6x
+  # nchan's CPU per delivery; ringcast-floor beside them).
+  "b10k_100topics|1|--subscribers 10000 --topics 100 --events 20000 --inflight 16"
+  "b10k_100topics|1|--subscribers 10000 --topics 100 --events 20000 --inflight 16"
   "b10k_100topics|1|--subscribers 10000 --topics 100 --events 20000 --inflight 16"
   # 2,000 topics, 5 subscribers per event (issue 11: CPU per delivery at
   # most 0.7x nchan's), three interleaved repeats.
@@ -176,6 +190,8 @@ scenarios=(
   "b10k_100topics_w5|1|--subscribers 10000 --topics 100 --events 20000 --inflight 16|RINGCAST_SSE_WRITE_DELAY_MS=5"
   "b10k_100topics_w20|1|--subscribers 10000 --topics 100 --events 20000 --inflight 16|RINGCAST_SSE_WRITE_DELAY_MS=20"
 )
+# Scenarios also run against ringcast-floor (the plain-writev floor).
+floor_scenarios="a10k b10k_100topics k100_rate500"
 want=("$@")
 # A full name, or one letter for every scenario of that letter.
 selected() {
@@ -197,6 +213,8 @@ for entry in "${scenarios[@]}"; do
   # Worker scaling is ringcast's own figure (per server core, against a1k/a10k),
   # and so is a ringcast setting.
   [ "$workers" = 1 ] && [ -z "$renv" ] || servers=ringcast
+  # The floor runs beside them where issue 11 sets a target against it.
+  case " $floor_scenarios " in *" $name "*) servers="$servers floor" ;; esac
   tmo="--timeout-s 90"
   case " $largs " in *" --timeout-s "*) tmo="" ;; esac
   # The server's core from /proc/stat too (with softirqs, which loopback
@@ -207,7 +225,9 @@ for entry in "${scenarios[@]}"; do
     port=$((port + 1))
     # Both start in the background and set $pid (no subshell: the EXIT trap
     # must stay this shell's).
-    if [ "$server" = nchan ]; then start_nchan "$port"; else start_ringcast "$port" "$workers" "$(seq -s, 0 $((workers - 1)))" "$renv"; fi
+    if [ "$server" = nchan ]; then start_nchan "$port"
+    elif [ "$server" = floor ]; then start_floor "$port"
+    else start_ringcast "$port" "$workers" "$(seq -s, 0 $((workers - 1)))" "$renv"; fi
     pids+=("$pid")
     if ! wait_port "$port" "$pid"; then
       # E.g. a ringcast environment naming a setting this build does not
@@ -426,6 +446,29 @@ for scen in sorted((s for s in by if str(s).startswith("j_market")), key=lambda 
            "issue targets ≤ 0.6× at 100 topics, ≤ 0.7× at 2,000 topics flat out")
     t.append(f"| market (2,000 topics, 20 per subscription, 5% venue wildcards), {window_of(x)}: "
              f"server CPU per delivery vs nchan | {seen} | reported | {how} |")
+# Issue 11 against the physical floor (ringcast-floor: a plain epoll +
+# writev loop of the same frames over the same sockets, same run).
+def floor_row(scen, label, key, unit, scale, limit_abs=None, limit_nchan=None):
+    a, n, f = get(scen, "ringcast", key), get(scen, "nchan", key), get(scen, "floor", key)
+    if a is None:
+        return
+    parts = [f"ringcast {a * scale:.3g} {unit}"]
+    if n is not None:
+        parts.append(f"nchan {n * scale:.3g} ({fmt(ratio(a, n))}×)")
+    if f is not None:
+        parts.append(f"floor {f * scale:.3g} (ringcast {fmt(ratio(a, f))}× the floor; the floor is {fmt(ratio(f, n))}× nchan)")
+    ok = (limit_abs is None or a * scale <= limit_abs) and (limit_nchan is None or (n and a / n <= limit_nchan))
+    how = f"{scen}; floor = ringcast-floor, a plain epoll + writev loop, same frames, same run"
+    if limit_abs is not None and f is not None and f * scale > limit_abs:
+        how += f"; the floor itself is above {limit_abs:g} {unit}: bound by the kernel"
+    if limit_nchan is not None and f is not None and n and f / n > limit_nchan:
+        how += f"; the floor itself is above {limit_nchan:g}× nchan: bound by the kernel"
+    target(label, ", ".join(parts), ok, how)
+floor_row("a10k", "issue 11: CPU per delivery, 10k subscribers, 1 topic, flat out: ≤ 1.0 µs", "server_cpu_s_per_million_deliveries", "µs", 1.0, limit_abs=1.0)
+floor_row("b10k_100topics", "issue 11: CPU per delivery, 100 topics, flat out: ≤ 0.6× nchan", "server_cpu_s_per_million_deliveries", "µs", 1.0, limit_nchan=0.6)
+floor_row("k100_rate500", "issue 11: p99, 100 topics × 500 events/s: ≤ 2 ms and ≤ nchan's", "latency_p99_ms", "ms", 1.0, limit_abs=2.0, limit_nchan=1.0)
+for scen in ("a10k", "b10k_100topics", "k100_rate500"):
+    floor_row(scen, f"issue 11: TTFB p99 at 256 concurrent connects ({scen}): ≤ nchan's", "ttfb_p99_ms", "ms", 1.0, limit_nchan=1.0)
 clean = [s for s in by if "stalled" not in s]
 bad = [(s, srv) for s in clean for srv, r in by[s].items()
        if any(r.get(k) for k in ("lost", "duplicated", "reordered", "misrouted"))]
@@ -441,17 +484,20 @@ out.append("| target | this run | | from |\n|---|---|---|---|")
 out.extend(t)
 out.append("")
 out.append("## All figures\n")
-out.append("| scenario | metric | ringcast | nchan | ringcast / nchan |\n|---|---|---|---|---|")
+floors = any("floor" in v for v in by.values())
+out.append("| scenario | metric | ringcast | nchan | ringcast / nchan |" + (" floor (plain writev) |" if floors else "")
+           + "\n|---|---|---|---|---|" + ("---|" if floors else ""))
 for scen, servers in by.items():
-    rc, nc = servers.get("ringcast", {}), servers.get("nchan", {})
+    rc, nc, fl = servers.get("ringcast", {}), servers.get("nchan", {}), servers.get("floor", {})
     for key, label in metrics:
-        a, b = rc.get(key), nc.get(key)
+        a, b, f = rc.get(key), nc.get(key), fl.get(key)
         if a is None and b is None:
             continue
         if not a and not b and key not in ("lost", "duplicated", "reordered", "misrouted", "subscribers_disconnected", "resyncs"):
             continue
         rr = ratio(a, b)
-        out.append(f"| {scen} | {label} | {fmt(a)} | {fmt(b)} | {fmt(rr) if rr is not None else '–'} |")
+        out.append(f"| {scen} | {label} | {fmt(a)} | {fmt(b)} | {fmt(rr) if rr is not None else '–'} |"
+                   + (f" {fmt(f) if fl else '–'} |" if floors else ""))
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 PY

@@ -89,7 +89,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         &("sans-serif", 20).into_font().color(&BLACK),
         (20, 10),
     )?;
-    let colours = [RGBColor(0, 114, 178), RGBColor(213, 94, 0)];
+    // ringcast blue, nchan orange, anything else (the plain-writev floor) grey.
+    let colour_of = |server: &str| match server {
+        "ringcast" => RGBColor(0, 114, 178),
+        "nchan" => RGBColor(213, 94, 0),
+        _ => RGBColor(120, 120, 120),
+    };
     for (area, panel) in body.split_evenly((1, panels.len())).iter().zip(&panels) {
         let points = |server: &str| -> Vec<(f64, f64)> {
             runs.get(server)
@@ -120,8 +125,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             .x_desc("subscribers (thousands)")
             .label_style(("sans-serif", 13))
             .draw()?;
-        for (i, server) in runs.keys().enumerate() {
-            let colour = colours[i % colours.len()];
+        for server in runs.keys() {
+            let colour = colour_of(server);
             let pts = points(server);
             chart
                 .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
