@@ -425,7 +425,13 @@ mod tests {
         }
         assert!(parse(b"POST /publish?topic=a HTTP/1.1\r\nContent-Length: 3\r\n\r\nxy").is_none());
         assert!(parse(b"GET /events HTTP/1.1\r\n").is_none());
-        assert!(matches!(parse(b"GET /events?topic=a&topic=b HTTP/1.1\r\n\r\n"), Some((Request::Bad, _))));
-        assert!(matches!(parse(b"DELETE /x HTTP/1.1\r\n\r\n"), Some((Request::Bad, _))));
+        assert!(matches!(
+            parse(b"GET /events?topic=a&topic=b HTTP/1.1\r\n\r\n"),
+            Some((Request::Bad, _))
+        ));
+        assert!(matches!(
+            parse(b"DELETE /x HTTP/1.1\r\n\r\n"),
+            Some((Request::Bad, _))
+        ));
     }
 }
