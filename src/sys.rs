@@ -53,6 +53,35 @@ pub fn set_int_sockopt(
     }
 }
 
+/// One non-blocking vectored send on socket `fd` (`sendmsg` with
+/// `MSG_DONTWAIT | MSG_NOSIGNAL`, whatever the socket's own mode): the bytes
+/// the kernel took, `WouldBlock` when its buffer is full. At most `IOV_MAX`
+/// (1024) buffers are offered. The caller guarantees that `fd` is the
+/// socket it means (open, not closed and reused meanwhile): a stale
+/// descriptor is no memory hazard, but would write to a stranger.
+#[allow(unsafe_code)]
+pub(crate) fn send_vectored(
+    fd: std::os::fd::RawFd,
+    bufs: &[std::io::IoSlice<'_>],
+) -> std::io::Result<usize> {
+    // SAFETY: an all-zero `msghdr` is a valid value of this plain C struct
+    // (null name and control pointers with zero lengths, no flags).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; the
+    // kernel only reads through the pointer (sendmsg does not write iovecs).
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(1024) as _;
+    // SAFETY: `msg` points at `msg_iovlen` valid iovecs borrowed from `bufs`,
+    // each describing readable memory that outlives the call; `msg` itself
+    // lives on the stack for the whole call.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// Makes the socket's close send a reset at once (`SO_LINGER` 0) instead of
 /// the FIN/ACK exchange: for a client that has already gone.
 #[allow(unsafe_code)]

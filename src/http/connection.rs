@@ -179,7 +179,11 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
                 response::error(&e, &cors, keep_alive)
             }
         };
-        let (res, _) = stream.write_all(out).await;
+        let res = if w.writes_in_flight.get() >= ANSWER_AHEAD_OF {
+            write_response_now(&mut stream, out).await
+        } else {
+            stream.write_all(out).await.0.map(|_| ())
+        };
         if res.is_err() || !keep_alive {
             return;
         }
@@ -187,6 +191,35 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
             reg.unattribute();
         }
     }
+}
+
+/// Subscriber writes in flight from which an answer is sent at once
+/// ([`write_response_now`]) rather than queued behind them.
+const ANSWER_AHEAD_OF: usize = 4096;
+
+/// Writes a response first with one non-blocking `send` straight from this
+/// task, then, for whatever the socket did not take, through the runtime.
+/// An answer (a publish acknowledgement above all) almost always fits the
+/// socket buffer at once, and then leaves now rather than at the worker's
+/// next io_uring submission, behind the thousands of subscriber writes
+/// queued before it. On 10k subscribers of one topic that wait held
+/// flat-out publishers back: each write carried about 6 frames, where a
+/// plain loop that answers first gets 14 (benches/results/performance/floor/).
+/// Only then: with few writes in flight a system call per answer costs more
+/// than the submission it saves (16 publishers to 10 subscribers: 35% fewer
+/// publishes when every answer went this way).
+async fn write_response_now(stream: &mut TcpStream, out: Vec<u8>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sent = match crate::sys::send_vectored(stream.as_raw_fd(), &[std::io::IoSlice::new(&out)]) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    if sent == out.len() {
+        return Ok(());
+    }
+    let rest = if sent == 0 { out } else { out[sent..].to_vec() };
+    stream.write_all(rest).await.0.map(|_| ())
 }
 
 fn head_too_large() -> HttpError {
@@ -262,4 +295,46 @@ async fn fail(w: &Worker, stream: &mut TcpStream, conn: &Conn, e: HttpError, cor
     );
     w.metrics.response(e.status());
     let _ = stream.write_all(response::error(&e, cors, false)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer far larger than a socket takes at once: the direct send
+    /// takes what fits, the runtime writes the rest, and the reader gets
+    /// every byte in order, on both drivers.
+    #[test]
+    fn an_answer_larger_than_the_socket_takes_arrives_whole_and_in_order() {
+        for uring in [true, false] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let body: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+            let expect = body.clone();
+            let reader = std::thread::spawn(move || {
+                let (mut s, _) = listener.accept().expect("accept");
+                let mut got = Vec::new();
+                std::io::Read::read_to_end(&mut s, &mut got).expect("read");
+                got
+            });
+            let run = async move {
+                let mut stream = TcpStream::connect(addr).await.expect("connect");
+                write_response_now(&mut stream, body).await.expect("write");
+            };
+            if uring {
+                monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                    .build()
+                    .expect("io_uring runtime")
+                    .block_on(run);
+            } else {
+                monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                    .build()
+                    .expect("legacy runtime")
+                    .block_on(run);
+            }
+            let got = reader.join().expect("reader");
+            assert_eq!(got.len(), expect.len(), "uring={uring}");
+            assert!(got == expect, "bytes differ (uring={uring})");
+        }
+    }
 }

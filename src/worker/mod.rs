@@ -88,6 +88,8 @@ pub(crate) struct Worker {
     /// Subscribers over `sse.max_pending_bytes` that the fan-out is held
     /// back for (see `fanout`).
     pub(crate) backlog: RefCell<Vec<Rc<Conn>>>,
+    /// Subscriber writes handed to the runtime and not completed yet.
+    pub(crate) writes_in_flight: Cell<usize>,
     /// Woken by every write progress while the fan-out is held back, so it
     /// re-judges the backlog at once rather than at the next tick.
     pub(crate) room: LocalNotify,
@@ -152,6 +154,7 @@ impl Worker {
                 History::new(&cfg.history)
             }),
             backlog: RefCell::new(Vec::new()),
+            writes_in_flight: Cell::new(0),
             room: LocalNotify::default(),
             ring,
             storm_gate: StormGate::new(STORM_GROUP),

@@ -29,6 +29,24 @@ async fn watch_eof(rd: &mut OwnedReadHalf<TcpStream>) {
     }
 }
 
+/// Counts a subscriber write in flight in `Worker::writes_in_flight`
+/// for as long as it lives.
+struct InFlight<'a>(&'a Worker);
+
+impl<'a> InFlight<'a> {
+    fn new(w: &'a Worker) -> Self {
+        w.writes_in_flight.set(w.writes_in_flight.get() + 1);
+        InFlight(w)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let n = &self.0.writes_in_flight;
+        n.set(n.get().saturating_sub(1));
+    }
+}
+
 /// The write loop of one event stream, as a task of its own; dropping the
 /// registration at the end unsubscribes and frees the connection.
 pub(crate) async fn run(reg: Registration, stream: TcpStream) {
@@ -103,10 +121,12 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
         }
         conn.begin_write(w.now_tick(), &mut batch);
         w.timers.arm_stall(conn);
+        let in_flight = InFlight::new(w);
         let result = monoio::select! {
             r = wr.writev(batch) => Some(r),
             _ = conn.killed() => None,
         };
+        drop(in_flight);
         let sent = match &result {
             Some((Ok(n), _)) => *n,
             _ => 0,
