@@ -2,7 +2,8 @@
 //!
 //! It stands where ringcast stands, on the same port layout, so the same
 //! `ringcast-load` run drives it over the same loopback sockets: it answers
-//! `GET /events?topic=T` with ringcast's response head, and for every
+//! `GET /events?topic=T` with ringcast's response head (less its request
+//! id and `retry:` line), and for every
 //! `POST /publish?topic=T` it encodes the event once with ringcast's own
 //! frame encoder (the same bytes on the wire) and acknowledges it. What it
 //! leaves out is every piece of server logic: no io_uring, no rings, no
@@ -52,7 +53,10 @@ const BODY_MAX: usize = 1 << 20;
 /// Buffers per `writev` (Linux's IOV_MAX is 1024).
 const IOV: usize = 512;
 
-/// ringcast's response head for an event stream (`src/http/response.rs`).
+/// ringcast's response head for an event stream (`event_stream_head` in
+/// `src/http/response.rs`) without the `X-Request-ID` header, and without
+/// the `retry:` line ringcast sends after it: some 60 bytes once per
+/// connection, nothing per event.
 const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n\r\n";
 
 struct Conn {
@@ -90,7 +94,11 @@ enum Request<'a> {
 /// Parses one complete request at the front of `buf`: what it is and its
 /// length, or None while incomplete.
 fn parse(buf: &[u8]) -> Option<(Request<'_>, usize)> {
-    let he = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let Some(he) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        // No head end within HEAD_MAX bytes: refused, not waited for.
+        return (buf.len() > HEAD_MAX).then_some((Request::Bad, buf.len()));
+    };
+    let he = he + 4;
     let Ok(head) = std::str::from_utf8(&buf[..he]) else {
         return Some((Request::Bad, he));
     };
@@ -201,6 +209,12 @@ impl Floor {
                     }
                     // A subscriber sends nothing after its request.
                     Ok(_) if conn.subscriber => {}
+                    // More unserved than one largest request: a client
+                    // this floor does not serve; the buffer stays bounded.
+                    Ok(_) if conn.inbuf.len() > HEAD_MAX + BODY_MAX => {
+                        closed = true;
+                        break;
+                    }
                     Ok(n) => conn.inbuf.extend_from_slice(&chunk[..n]),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -425,6 +439,9 @@ mod tests {
         }
         assert!(parse(b"POST /publish?topic=a HTTP/1.1\r\nContent-Length: 3\r\n\r\nxy").is_none());
         assert!(parse(b"GET /events HTTP/1.1\r\n").is_none());
+        let endless = [b'a'; HEAD_MAX + 1];
+        assert!(matches!(parse(&endless), Some((Request::Bad, _))));
+        assert!(parse(&endless[..HEAD_MAX]).is_none());
         assert!(matches!(
             parse(b"GET /events?topic=a&topic=b HTTP/1.1\r\n\r\n"),
             Some((Request::Bad, _))
