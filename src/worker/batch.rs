@@ -59,23 +59,36 @@ impl Batch {
         }
     }
 
-    /// Moves frames from `queue` into the batch (up to `IOV_MAX` in all) and
-    /// rebuilds the iovec array for the next write; returns the bytes the
-    /// write will offer the socket.
-    pub(crate) fn fill(&mut self, queue: &mut VecDeque<Queued>) -> usize {
+    /// Moves frames from `queue` into the batch (up to `IOV_MAX` in all, and
+    /// no more than `max_bytes` unless the batch would otherwise be empty)
+    /// and rebuilds the iovec array for the next write; returns the bytes
+    /// the write will offer the socket.
+    ///
+    /// The byte cap keeps most of a backlog in the queue, where conflation
+    /// can still reach it: a write in flight may wait on a full socket for
+    /// as long as the subscriber does not read.
+    pub(crate) fn fill(&mut self, queue: &mut VecDeque<Queued>, max_bytes: usize) -> usize {
         if self.head > 0 {
             self.items.drain(..self.head);
             self.head = 0;
         }
-        let room = IOV_MAX.saturating_sub(self.items.len());
-        let take = room.min(queue.len());
-        self.items.extend(queue.drain(..take));
+        let mut bytes: usize = self.items.iter().map(|q| q.frame.len()).sum();
+        while self.items.len() < IOV_MAX {
+            let Some(len) = queue.front().map(|q| q.frame.len()) else {
+                break;
+            };
+            if !self.items.is_empty() && bytes + len > max_bytes {
+                break;
+            }
+            bytes += len;
+            self.items.extend(queue.pop_front());
+        }
         self.iov.clear();
         self.iov.extend(self.items.iter().map(|q| libc::iovec {
             iov_base: q.frame.as_ptr() as *mut libc::c_void,
             iov_len: q.frame.len(),
         }));
-        self.iov.iter().map(|v| v.iov_len).sum()
+        bytes
     }
 
     /// Accounts `n` written bytes: finished frames are passed to `done`
@@ -147,7 +160,7 @@ mod tests {
     fn partial_writes_resume_exactly() {
         let mut queue: VecDeque<Queued> = [q("abc", 1), q("de", 0), q("fghi", 2)].into();
         let mut b = Batch::new();
-        b.fill(&mut queue);
+        b.fill(&mut queue, usize::MAX);
         assert!(queue.is_empty());
         assert_eq!(b.iov.len(), 3);
         let unsent: usize = b.iov.iter().map(|v| v.iov_len).sum();
@@ -161,7 +174,7 @@ mod tests {
         let first = unsafe { *(b.iov[0].iov_base as *const u8) };
         assert_eq!(first, b'e');
         queue.push_back(q("j", 3));
-        b.fill(&mut queue);
+        b.fill(&mut queue, usize::MAX);
         assert_eq!(b.iov.len(), 3);
         let mut done = vec![];
         let p = b.advance(6, |x| done.push(x.born_ns));
@@ -174,8 +187,50 @@ mod tests {
     fn caps_at_iov_max() {
         let mut queue: VecDeque<Queued> = (0..IOV_MAX + 10).map(|_| q("x", 1)).collect();
         let mut b = Batch::new();
-        b.fill(&mut queue);
+        b.fill(&mut queue, usize::MAX);
         assert_eq!(b.iov.len(), IOV_MAX);
         assert_eq!(queue.len(), 10);
+    }
+
+    #[test]
+    fn caps_at_max_bytes_but_always_takes_a_frame() {
+        type Case = (&'static str, &'static [&'static str], usize, usize, usize);
+        let cases: &[Case] = &[
+            ("all fit", &["ab", "cd", "ef"], 6, 3, 6),
+            (
+                "stops before the frame that would pass the cap",
+                &["ab", "cd", "ef"],
+                5,
+                2,
+                4,
+            ),
+            (
+                "a frame larger than the cap still goes alone",
+                &["abcdef", "g"],
+                2,
+                1,
+                6,
+            ),
+            ("empty queue", &[], 8, 0, 0),
+        ];
+        for &(name, frames, cap, taken, bytes) in cases {
+            let mut queue: VecDeque<Queued> = frames.iter().map(|f| q(f, 1)).collect();
+            let mut b = Batch::new();
+            assert_eq!(b.fill(&mut queue, cap), bytes, "{name}: bytes");
+            assert_eq!(b.iov.len(), taken, "{name}: frames taken");
+            assert_eq!(queue.len(), frames.len() - taken, "{name}: left queued");
+        }
+    }
+
+    #[test]
+    fn a_partly_written_batch_counts_against_the_cap() {
+        let mut queue: VecDeque<Queued> = [q("abcd", 1), q("ef", 2)].into();
+        let mut b = Batch::new();
+        assert_eq!(b.fill(&mut queue, 4), 4);
+        b.advance(1, |_| {});
+        queue.push_back(q("gh", 3));
+        // 3 bytes left of "abcd"; "ef" would make 5 > 4.
+        assert_eq!(b.fill(&mut queue, 4), 3);
+        assert_eq!(queue.len(), 2);
     }
 }

@@ -38,6 +38,15 @@ pub(crate) struct Queued {
     pub(crate) topic: Option<Arc<str>>,
 }
 
+/// What [`Conn::conflate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Conflated {
+    /// Events dropped.
+    pub(crate) dropped: u64,
+    /// Bytes left in the queue, not counting a write in flight.
+    pub(crate) queued_bytes: usize,
+}
+
 /// [`Conn::request_id`], written without allocating.
 pub(crate) struct RequestId<'a>(&'a Conn);
 
@@ -424,26 +433,32 @@ impl Conn {
     }
 
     /// Keeps only the newest queued event of each topic (non-event bytes
-    /// stay), preserving order; returns how many events were dropped. Frames
-    /// already handed to a write in flight are not touched: they are older
-    /// than anything queued, so nothing stale can follow a newer value.
-    pub(crate) fn conflate(&self) -> u64 {
+    /// stay), preserving order. Frames already handed to a write in flight
+    /// are not touched: they are older than anything queued, so nothing
+    /// stale can follow a newer value.
+    pub(crate) fn conflate(&self) -> Conflated {
         let mut q = self.queue.borrow_mut();
         let mut kept = VecDeque::with_capacity(q.len());
         let mut seen: HashSet<Arc<str>> = HashSet::new();
-        let (mut dropped, mut dropped_bytes) = (0u64, 0usize);
+        let (mut dropped, mut dropped_bytes, mut kept_bytes) = (0u64, 0usize, 0usize);
         while let Some(item) = q.pop_back() {
             match &item.topic {
                 Some(t) if !seen.insert(t.clone()) => {
                     dropped += 1;
                     dropped_bytes += item.frame.len();
                 }
-                _ => kept.push_front(item),
+                _ => {
+                    kept_bytes += item.frame.len();
+                    kept.push_front(item);
+                }
             }
         }
         *q = kept;
         self.sub_pending(dropped_bytes);
-        dropped
+        Conflated {
+            dropped,
+            queued_bytes: kept_bytes,
+        }
     }
 
     /// Asks an event stream to flush what it has, say `retry:` and close.
@@ -527,13 +542,15 @@ impl Conn {
     }
 
     /// A write starts at tick `now`: the queue moves into `batch` (up to
-    /// its capacity). A fresh batch starts the stall clock; a batch left
-    /// over from a partial write keeps the tick of its last progress.
-    pub(crate) fn begin_write(&self, now: u64, batch: &mut Batch) {
+    /// its capacity, and `max_bytes` in all). A fresh batch starts the stall
+    /// clock; a batch left over from a partial write keeps the tick of its
+    /// last progress.
+    pub(crate) fn begin_write(&self, now: u64, batch: &mut Batch, max_bytes: usize) {
         if batch.is_empty() {
             self.last_progress.set(now);
         }
-        self.offered.set(batch.fill(&mut self.queue.borrow_mut()));
+        self.offered
+            .set(batch.fill(&mut self.queue.borrow_mut(), max_bytes));
         self.writing.set(true);
         self.last_write.set(now);
     }
@@ -705,9 +722,11 @@ mod tests {
             for &(topic, frame) in queue {
                 c.push(item(topic, frame));
             }
-            assert_eq!(c.conflate(), dropped, "{name}: dropped");
+            let done = c.conflate();
+            assert_eq!(done.dropped, dropped, "{name}: dropped");
             assert_eq!(queued(&c), kept, "{name}: kept");
             let kept_bytes: usize = kept.iter().map(|s| s.len()).sum();
+            assert_eq!(done.queued_bytes, kept_bytes, "{name}: queued bytes");
             assert_eq!(c.pending(), kept_bytes, "{name}: conn pending");
             assert_eq!(
                 total.get(),
@@ -715,6 +734,34 @@ mod tests {
                 "{name}: worker pending"
             );
         }
+    }
+
+    #[test]
+    fn conflation_leaves_a_write_in_flight_alone_and_says_what_is_queued() {
+        let total = Rc::new(Cell::new(0));
+        let c = conn(&total);
+        for frame in ["a1", "a22"] {
+            c.push(item(Some("a"), frame));
+        }
+        let mut batch = Batch::new();
+        c.begin_write(0, &mut batch, usize::MAX);
+        for frame in ["a333", "a4444"] {
+            c.push(item(Some("a"), frame));
+        }
+        let done = c.conflate();
+        assert_eq!(
+            done,
+            Conflated {
+                dropped: 1,
+                queued_bytes: 5
+            }
+        );
+        assert_eq!(queued(&c), ["a4444"]);
+        assert_eq!(
+            c.pending(),
+            2 + 3 + 5,
+            "the write in flight is still unsent"
+        );
     }
 
     #[test]
@@ -752,7 +799,7 @@ mod tests {
         let c = conn(&total);
         c.push_raw(Bytes::from_static(b"0123456789"));
         let mut batch = Batch::new();
-        c.begin_write(1, &mut batch);
+        c.begin_write(1, &mut batch, usize::MAX);
         assert!(!c.has_queued());
         assert_eq!((c.pending(), total.get()), (10, 10), "in flight is unsent");
         c.push_raw(Bytes::from_static(b"abc"));
@@ -822,11 +869,11 @@ mod tests {
                 Setup::Queued => c.push_raw(Bytes::from_static(b"x")),
                 Setup::Writing => {
                     c.push_raw(Bytes::from_static(b"x"));
-                    c.begin_write(0, &mut batch);
+                    c.begin_write(0, &mut batch, usize::MAX);
                 }
                 Setup::WroteAt80 => {
                     c.push_raw(Bytes::from_static(b"x"));
-                    c.begin_write(80, &mut batch);
+                    c.begin_write(80, &mut batch, usize::MAX);
                     c.end_write(1, 81);
                 }
                 Setup::Closed => c.kill(CloseReason::Shutdown),
@@ -884,13 +931,13 @@ mod tests {
             let c = conn(&total);
             let mut batch = Batch::new();
             c.push_raw(Bytes::from_static(b"0123456789"));
-            c.begin_write(0, &mut batch);
+            c.begin_write(0, &mut batch, usize::MAX);
             assert_eq!(c.arm_stall(LIMIT), Some(30), "{name}: first arm");
             assert_eq!(c.arm_stall(LIMIT), None, "{name}: already armed");
             if partial {
                 batch.advance(4, |_| {});
                 c.end_write(4, 20);
-                c.begin_write(25, &mut batch);
+                c.begin_write(25, &mut batch, usize::MAX);
                 assert_eq!((c.pending(), total.get()), (6, 6), "{name}");
             }
             if done {

@@ -82,15 +82,27 @@ pub struct Bound {
     pub grace_ticks: u64,
 }
 
+impl Bound {
+    /// Most bytes one write takes from the queue (it always takes at least
+    /// a frame): a quarter of the bound. A write waits on a full socket for
+    /// as long as the subscriber does not read, and conflation cannot reach
+    /// what it holds; with the cap, a conflated subscriber (queue at most
+    /// half the bound) is a quarter under its bound, so the next conflation
+    /// comes only after that many new bytes: amortised O(1) per event.
+    pub(crate) fn write_cap(self) -> usize {
+        self.max_pending / 4
+    }
+}
+
 /// Offers `ev` to `conn` within `bound` at tick `now`.
 ///
 /// Under the bound the event is queued. Past it the event is queued too and
 /// the answer is `Backlogged`, until the subscriber has been over the bound
 /// for `sse.slow_grace_ms`: then it is slow. A slow subscriber is closed
 /// under `disconnect`; under `conflate` only the newest pending event per
-/// topic is kept, and if that does not bring the queue under half the bound
-/// (too many distinct topics pending) it is closed too. The half-bound rule
-/// makes conflation amortised O(1) per event.
+/// topic is kept, and if that does not bring the queue (a write in flight
+/// aside: see [`Bound::write_cap`]) under half the bound — too many
+/// distinct topics pending — it is closed too.
 pub fn enqueue(
     conn: &Conn,
     ev: &Event,
@@ -121,9 +133,9 @@ pub fn enqueue(
 /// Applies the slow policy to `conn`, which is over its bound and slow.
 fn judge_slow(conn: &Conn, bound: Bound, metrics: &WorkerMetrics) -> Enqueued {
     if bound.policy == SlowPolicy::Conflate {
-        let dropped = conn.conflate();
-        metrics.conflated.fetch_add(dropped, Relaxed);
-        if conn.pending() <= bound.max_pending / 2 {
+        let done = conn.conflate();
+        metrics.conflated.fetch_add(done.dropped, Relaxed);
+        if done.queued_bytes <= bound.max_pending / 2 {
             conn.set_conflating();
             return Enqueued::Yes;
         }
@@ -159,7 +171,7 @@ pub(crate) struct Slice {
 
 impl Worker {
     /// The slow-subscriber bound from the configuration.
-    fn bound(&self) -> Bound {
+    pub(crate) fn bound(&self) -> Bound {
         Bound {
             max_pending: self.shared.cfg.sse.max_pending_bytes,
             policy: self.shared.cfg.sse.slow_policy,
@@ -329,7 +341,9 @@ impl Worker {
                 break;
             }
             if bound.policy == SlowPolicy::Conflate {
-                self.metrics.conflated.fetch_add(c.conflate(), Relaxed);
+                self.metrics
+                    .conflated
+                    .fetch_add(c.conflate().dropped, Relaxed);
                 c.set_conflating();
                 if self.pending.get() <= target {
                     break;
@@ -623,7 +637,7 @@ mod tests {
         assert_eq!(ids(&c), vec![8]);
         // Caught up: the next crossing is a backlog again.
         let mut batch = crate::worker::batch::Batch::new();
-        c.begin_write(g, &mut batch);
+        c.begin_write(g, &mut batch, usize::MAX);
         c.end_write(10, g);
         assert!(!c.is_conflating());
         for id in 10..=12 {
@@ -634,6 +648,46 @@ mod tests {
             Enqueued::Backlogged
         );
         assert_eq!(ids(&c), vec![10, 11, 12, 13]);
+    }
+
+    #[test]
+    fn a_write_stuck_in_flight_does_not_get_a_conflating_subscriber_closed() {
+        // Frames of 10 bytes, bound 80: a write takes at most 20 bytes.
+        let c = Conn::new(1, 0, 1, 0, Rc::new(Cell::new(0)));
+        let metrics = WorkerMetrics::default();
+        let bound = Bound {
+            max_pending: 80,
+            policy: SlowPolicy::Conflate,
+            grace_ticks: GRACE,
+        };
+        for id in 1..=9 {
+            enqueue(&c, &ten(id, "a"), bound, 0, &metrics);
+        }
+        // The socket stops taking bytes while a write holds two frames.
+        let mut batch = crate::worker::batch::Batch::new();
+        c.begin_write(0, &mut batch, bound.write_cap());
+        assert_eq!(ids(&c), (3..=9).collect::<Vec<_>>());
+        let g = GRACE;
+        assert_eq!(
+            enqueue(&c, &ten(10, "a"), bound, g, &metrics),
+            Enqueued::Yes
+        );
+        assert!(c.is_conflating());
+        assert_eq!(ids(&c), vec![10], "only the newest of the queue is kept");
+        assert_eq!(c.pending(), 30, "the two frames in flight stay unsent");
+        // Without the cap the write would have held all nine frames, and
+        // the newest value alone would not have brought it under half.
+        let uncapped = Conn::new(2, 0, 1, 0, Rc::new(Cell::new(0)));
+        for id in 1..=9 {
+            enqueue(&uncapped, &ten(id, "a"), bound, 0, &metrics);
+        }
+        uncapped.begin_write(0, &mut crate::worker::batch::Batch::new(), usize::MAX);
+        assert_eq!(
+            enqueue(&uncapped, &ten(10, "a"), bound, g, &metrics),
+            Enqueued::Yes,
+            "the rule judges the queue, not the write in flight"
+        );
+        assert_eq!(metrics.slow_disconnects.load(Relaxed), 0);
     }
 
     #[test]
@@ -654,7 +708,7 @@ mod tests {
         // while 20 more arrive: 50 unsent, over the bound throughout, and
         // never slow.
         for round in 1..=5 {
-            c.begin_write(round * GRACE, &mut batch);
+            c.begin_write(round * GRACE, &mut batch, usize::MAX);
             c.end_write(20, round * GRACE);
             for _ in 0..2 {
                 id += 1;
@@ -693,7 +747,7 @@ mod tests {
         assert!(!w.settle_backlog(1), "both still over, within the grace");
         // The fast one's socket takes its bytes.
         let mut batch = crate::worker::batch::Batch::new();
-        fast.begin_write(1, &mut batch);
+        fast.begin_write(1, &mut batch, usize::MAX);
         fast.end_write(30, 1);
         assert!(!w.settle_backlog(w.bound().grace_ticks - 1));
         assert_eq!(w.backlog.borrow().len(), 1);

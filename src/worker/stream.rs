@@ -62,6 +62,7 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
     let mut batch = Batch::new();
     let mut retry_sent = false;
     let window = w.shared.cfg.sse.write_delay_ms;
+    let write_cap = w.bound().write_cap();
     // The coalescing window was already given to the frames queued now.
     let mut held = false;
     loop {
@@ -119,7 +120,7 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
                 .stage_write_submitted
                 .observe_ns(now_ns().saturating_sub(born));
         }
-        conn.begin_write(w.now_tick(), &mut batch);
+        conn.begin_write(w.now_tick(), &mut batch, write_cap);
         w.timers.arm_stall(conn);
         let in_flight = InFlight::new(w);
         let result = monoio::select! {

@@ -335,7 +335,7 @@ mod tests {
                 State::Queued => c.push_raw(Bytes::from_static(b"data: x\n\n")),
                 State::Writing => {
                     c.push_raw(Bytes::from_static(b"data: x\n\n"));
-                    c.begin_write(0, &mut batch);
+                    c.begin_write(0, &mut batch, usize::MAX);
                 }
                 State::Closed => c.kill(CloseReason::Slow),
             }
@@ -385,13 +385,13 @@ mod tests {
             let c = w.register();
             let mut batch = Batch::new();
             c.push_raw(Bytes::from_static(b"0123456789"));
-            c.begin_write(50, &mut batch);
+            c.begin_write(50, &mut batch, usize::MAX);
             w.timers.arm_stall(&c);
             assert_eq!(drain_wheel(&w), vec![(50 + limit, Stall)], "{name}");
             if let Some(at) = progress {
                 batch.advance(4, |_| {});
                 c.end_write(4, at);
-                c.begin_write(at + 10, &mut batch);
+                c.begin_write(at + 10, &mut batch, usize::MAX);
             }
             if done {
                 c.end_write(0, 60);
@@ -420,7 +420,7 @@ mod tests {
         w.timers.arm_header(&c);
         w.timers.arm_header(&c);
         c.push_raw(Bytes::from_static(b"x"));
-        c.begin_write(0, &mut Batch::new());
+        c.begin_write(0, &mut Batch::new(), usize::MAX);
         w.timers.arm_stall(&c);
         w.timers.arm_stall(&c);
         let mut kinds: Vec<_> = drain_wheel(&w).into_iter().map(|(_, k)| k).collect();
@@ -448,7 +448,7 @@ mod tests {
             // generation check keeps the stale entry from acting on it.
             new.arm_header(1);
             new.push_raw(Bytes::from_static(b"x"));
-            new.begin_write(0, &mut Batch::new());
+            new.begin_write(0, &mut Batch::new(), usize::MAX);
             let now = 1_000_000;
             w.on_timer(stale, now);
             assert_eq!(new.closed(), None, "{kind:?}");
