@@ -8,7 +8,7 @@ use ringcast::event::Event;
 use ringcast::sequencer::ring::{ring, Msg};
 
 fn run(msgs: u64, per_msg: usize) {
-    let (tx, rx) = ring(65_536);
+    let (tx, rx) = ring(65_536, usize::MAX);
     let frame = ringcast::frame::encode(1, None, b"x");
     let topic: Arc<str> = "t".into();
     let batch: Arc<[Event]> = (0..per_msg)

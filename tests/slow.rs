@@ -15,13 +15,22 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn stalled_reader_is_disconnected_fast_reader_gets_everything_memory_bounded() {
-    // Bounds for this test: 256 KiB per subscriber, 4 MiB of history.
-    let s = Server::start("[sse]\nmax_pending_bytes = 262144\n[history]\nmax_bytes = 4194304\n");
+    // Bounds for this test: 256 KiB per subscriber, 4 MiB of history, 4 MiB
+    // per worker ring (two workers).
+    let s = Server::start(
+        "[server]\ningest_ring_bytes = 4194304\n\
+         [sse]\nmax_pending_bytes = 262144\nslow_grace_ms = 1200\n\
+         [history]\nmax_bytes = 4194304\n",
+    );
     let stalled = Sse::open(s.addr(), "topic=big");
     let mut fast = Sse::open(s.addr(), "topic=big");
     let rss_before = rss_kib(s.pid());
     let payload = "p".repeat(2000);
-    let n = 15_000; // ~30 MB published, far beyond every buffer on the way
+    // ~80 MB published, far beyond every buffer on the way. The stalled
+    // reader holds its worker back for sse.slow_grace_ms; a publisher on
+    // the other worker is answered meanwhile, and without their byte bound
+    // the rings would keep the ~40 MB it publishes in that time.
+    let n = 40_000;
     let reader = std::thread::spawn(move || {
         let got = fast.take(n);
         got.iter().map(Event::id_u64).collect::<Vec<_>>()
@@ -35,9 +44,11 @@ fn stalled_reader_is_disconnected_fast_reader_gets_everything_memory_bounded() {
         1.0
     );
     let rss_after = rss_kib(s.pid());
-    // Documented bound: history.max_bytes + every queue's max_pending_bytes
-    // + per-connection state; allow 24 MiB for allocator slack and stacks.
-    let bound_kib = (4 * 1024) + 2 * 256 + 24 * 1024;
+    println!("RSS grew from {rss_before} KiB to {rss_after} KiB");
+    // Documented bound (README, Memory bounds): history.max_bytes + every
+    // ring's ingest_ring_bytes + every queue's max_pending_bytes +
+    // per-connection state; allow 16 MiB for allocator slack and stacks.
+    let bound_kib = (4 * 1024) + 2 * (4 * 1024) + 2 * 256 + 16 * 1024;
     assert!(
         rss_after.saturating_sub(rss_before) < bound_kib,
         "RSS grew from {rss_before} KiB to {rss_after} KiB"

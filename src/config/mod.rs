@@ -78,6 +78,9 @@ pub struct Server {
     pub io_driver: IoDriver,
     /// Capacity of each worker's ingest ring, in messages.
     pub ingest_ring_slots: usize,
+    /// Bytes of events each worker's ingest ring may hold before
+    /// producers wait, as for a full ring.
+    pub ingest_ring_bytes: usize,
     /// Publish requests waiting for the sequencer before 503.
     pub publish_queue_slots: usize,
     /// Who keeps the order of events: a thread, or the publishing worker.
@@ -96,6 +99,7 @@ impl Default for Server {
             shutdown_timeout_ms: 10_000,
             io_driver: IoDriver::Auto,
             ingest_ring_slots: 65_536,
+            ingest_ring_bytes: 64 << 20,
             publish_queue_slots: 4096,
             sequencer: SequencerKind::Worker,
             trusted_proxies: Vec::new(),
@@ -520,7 +524,7 @@ impl Config {
                 "must be at most 1000 (it delays every event by up to that much)",
             );
         }
-        let positive: [(&str, u64); 10] = [
+        let positive: [(&str, u64); 11] = [
             ("sse.heartbeat_ms", self.sse.heartbeat_ms),
             ("sse.write_stall_ms", self.sse.write_stall_ms),
             ("sse.slow_grace_ms", self.sse.slow_grace_ms),
@@ -536,6 +540,10 @@ impl Config {
             (
                 "server.ingest_ring_slots",
                 self.server.ingest_ring_slots as u64,
+            ),
+            (
+                "server.ingest_ring_bytes",
+                self.server.ingest_ring_bytes as u64,
             ),
         ];
         for (key, v) in positive {
@@ -639,7 +647,7 @@ mod tests {
         )
         .unwrap();
         let schema = load::Schema::of_defaults();
-        assert_eq!(schema.keys().count(), 49, "the schema lists every key");
+        assert_eq!(schema.keys().count(), 50, "the schema lists every key");
         for (section, key) in schema.keys() {
             let body = text
                 .split(&format!("[{section}]\n"))

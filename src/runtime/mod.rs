@@ -55,7 +55,7 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
     let mut txs = Vec::with_capacity(n);
     let mut rxs = Vec::with_capacity(n);
     for _ in 0..n {
-        let (tx, rx) = ring(cfg.server.ingest_ring_slots);
+        let (tx, rx) = ring(cfg.server.ingest_ring_slots, cfg.server.ingest_ring_bytes);
         txs.push(tx);
         rxs.push(rx);
     }

@@ -186,8 +186,8 @@ mod tests {
     #[test]
     fn ids_increase_and_acks_follow_events() {
         let (tx, rx) = crossbeam_channel::bounded(16);
-        let (r0, rx0) = ring(16);
-        let (r1, rx1) = ring(16);
+        let (r0, rx0) = ring(16, usize::MAX);
+        let (r1, rx1) = ring(16, usize::MAX);
         let m = Arc::new(GlobalMetrics::default());
         let issued = Arc::new(AtomicU64::new(0));
         let seq = Sequencer::new(rx, vec![r0, r1], m.clone(), issued.clone());

@@ -151,8 +151,8 @@ mod tests {
 
     #[test]
     fn every_ring_gets_each_batch_in_id_order_and_a_full_ring_refuses_whole() {
-        let (t0, r0) = ring(2);
-        let (t1, r1) = ring(4);
+        let (t0, r0) = ring(2, usize::MAX);
+        let (t1, r1) = ring(4, usize::MAX);
         let m = Arc::new(GlobalMetrics::default());
         let issued = Arc::new(AtomicU64::new(0));
         let o = Order::new(vec![t0, t1], m.clone(), issued.clone());

@@ -13,7 +13,7 @@
 //! a ring fills in production.
 
 use std::future::poll_fn;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
@@ -72,11 +72,43 @@ impl Doorbell {
     }
 }
 
+/// The frame bytes a ring holds, against its byte bound: the slots bound
+/// the messages, but one message may be a batch of thousands of events, so
+/// the slots alone do not bound the memory of a backlog.
+#[derive(Debug)]
+struct Load {
+    bytes: AtomicUsize,
+    max: usize,
+    /// The consumer is gone: nothing will take bytes off again.
+    gone: AtomicBool,
+}
+
+impl Load {
+    /// Room for another message: the ring holds less than its bound (a
+    /// message may pass it by its own size).
+    fn has_room(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) < self.max || self.gone.load(Ordering::Relaxed)
+    }
+}
+
+/// What a message keeps alive: each event's frame and its handle. Shared
+/// frames are counted on every ring that holds them.
+fn msg_bytes(msg: &Msg) -> usize {
+    match msg {
+        Msg::Events(batch) => batch
+            .iter()
+            .map(|e| e.frame.len() + std::mem::size_of::<Event>())
+            .sum(),
+        _ => 0,
+    }
+}
+
 /// The producer side of one worker's ring.
 #[derive(Debug, Clone)]
 pub struct RingTx {
     tx: Sender<Msg>,
     bell: Arc<Doorbell>,
+    load: Arc<Load>,
 }
 
 /// The consumer side, owned by the worker.
@@ -84,19 +116,34 @@ pub struct RingTx {
 pub struct RingRx {
     rx: Receiver<Msg>,
     bell: Arc<Doorbell>,
+    load: Arc<Load>,
 }
 
-/// A bounded ring of `slots` messages.
-pub fn ring(slots: usize) -> (RingTx, RingRx) {
+/// A bounded ring of `slots` messages holding about `max_bytes` of events
+/// at most (`server.ingest_ring_bytes`): past it, producers wait as they do
+/// for a free slot.
+pub fn ring(slots: usize, max_bytes: usize) -> (RingTx, RingRx) {
     let (tx, rx) = crossbeam_channel::bounded(slots);
     let bell = Arc::new(Doorbell::default());
+    let load = Arc::new(Load {
+        bytes: AtomicUsize::new(0),
+        max: max_bytes,
+        gone: AtomicBool::new(false),
+    });
     (
         RingTx {
             tx,
             bell: bell.clone(),
+            load: load.clone(),
         },
-        RingRx { rx, bell },
+        RingRx { rx, bell, load },
     )
+}
+
+impl Drop for RingRx {
+    fn drop(&mut self) {
+        self.load.gone.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Whether a push had to wait for room.
@@ -114,36 +161,67 @@ impl RingTx {
     /// Pushes `msg`, waiting while the ring is full. Only the sequencer (and
     /// the shutdown path) call this, never a worker, so waiting here is the
     /// back-pressure that slows acknowledgements instead of dropping events.
+    ///
+    /// Past the byte bound it waits too, polling every millisecond: only
+    /// the sequencer thread and shutdown get here, and only while the
+    /// worker is a bound behind.
     pub fn push(&self, msg: Msg) -> Pushed {
-        match self.tx.try_send(msg) {
-            Ok(()) => {
-                self.bell.ring();
-                Pushed::Immediately
-            }
+        let bytes = msg_bytes(&msg);
+        let mut waited = false;
+        while !self.load.has_room() {
+            waited = true;
+            self.bell.ring();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // Counted before the consumer can take (and uncount) it.
+        self.load.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let pushed = match self.tx.try_send(msg) {
+            Ok(()) if waited => Pushed::AfterWaiting,
+            Ok(()) => Pushed::Immediately,
             Err(TrySendError::Full(msg)) => {
                 self.bell.ring();
                 if self.tx.send(msg).is_err() {
-                    return Pushed::Closed;
+                    Pushed::Closed
+                } else {
+                    Pushed::AfterWaiting
                 }
-                self.bell.ring();
-                Pushed::AfterWaiting
             }
             Err(TrySendError::Disconnected(_)) => Pushed::Closed,
+        };
+        if pushed == Pushed::Closed {
+            self.load.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        } else {
+            self.bell.ring();
         }
+        pushed
     }
 
     /// Pushes `msg` without ringing the doorbell, for a worker pushing to
     /// its own ring: it wakes its own drain locally, with no cross-thread
     /// wake-up. The caller has checked there is room (false: full).
     pub fn push_own(&self, msg: Msg) -> bool {
-        self.tx.try_send(msg).is_ok()
+        let bytes = msg_bytes(&msg);
+        self.load.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let pushed = self.tx.try_send(msg).is_ok();
+        if !pushed {
+            self.load.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        pushed
     }
 
-    /// True when `n` more messages fit without waiting.
+    /// True when `n` more messages fit without waiting: free slots, and
+    /// the ring under its byte bound.
     pub fn has_room(&self, n: usize) -> bool {
-        self.tx
-            .capacity()
-            .is_none_or(|cap| self.tx.len() + n <= cap)
+        self.load.has_room()
+            && self
+                .tx
+                .capacity()
+                .is_none_or(|cap| self.tx.len() + n <= cap)
+    }
+
+    /// Bytes of events the ring holds (see [`ring`]).
+    pub fn bytes(&self) -> usize {
+        self.load.bytes.load(Ordering::Relaxed)
     }
 
     /// Messages waiting in the ring.
@@ -186,7 +264,11 @@ impl RingRx {
 
     /// Takes one message if there is one.
     pub fn try_pop(&self) -> Option<Msg> {
-        self.rx.try_recv().ok()
+        let msg = self.rx.try_recv().ok()?;
+        self.load
+            .bytes
+            .fetch_sub(msg_bytes(&msg), Ordering::Relaxed);
+        Some(msg)
     }
 
     /// Waits until the ring is non-empty, arming the doorbell before parking.
@@ -205,5 +287,72 @@ impl RingRx {
             Poll::Pending
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn batch(frames: &[usize]) -> Msg {
+        let events: Vec<Event> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| Event {
+                id: i as u64 + 1,
+                topic: Arc::from("t"),
+                frame: Bytes::from(vec![b'x'; len]),
+                born_ns: 1,
+            })
+            .collect();
+        Msg::Events(events.into())
+    }
+
+    #[test]
+    fn a_ring_past_its_bytes_has_no_room_until_the_worker_takes_them() {
+        let per_event = std::mem::size_of::<Event>();
+        // Room for many slots, but 1,000 bytes of events.
+        let (tx, rx) = ring(64, 1000);
+        assert!(tx.has_room(1));
+        assert!(tx.push_own(batch(&[600])));
+        assert_eq!(tx.bytes(), 600 + per_event);
+        assert!(tx.has_room(1), "under the bound");
+        // A message may pass the bound by its own size...
+        assert_eq!(tx.push(batch(&[500, 10])), Pushed::Immediately);
+        assert_eq!(tx.bytes(), 1110 + 3 * per_event);
+        // ...and then nothing more fits, whatever its size.
+        assert!(!tx.has_room(1));
+        // Acks and the drain marker hold no events.
+        assert!(tx.push_own(Msg::Drain));
+        assert_eq!(tx.bytes(), 1110 + 3 * per_event);
+        assert!(matches!(rx.try_pop(), Some(Msg::Events(_))));
+        assert_eq!(tx.bytes(), 510 + 2 * per_event);
+        assert!(tx.has_room(1), "the worker took the first batch");
+        assert!(matches!(rx.try_pop(), Some(Msg::Events(_))));
+        assert!(matches!(rx.try_pop(), Some(Msg::Drain)));
+        assert_eq!(tx.bytes(), 0);
+    }
+
+    #[test]
+    fn the_thread_waits_for_the_worker_past_the_bound_and_says_so() {
+        let (tx, rx) = ring(64, 100);
+        assert_eq!(tx.push(batch(&[200])), Pushed::Immediately);
+        let consumer = std::thread::spawn(move || {
+            let mut taken = 0;
+            while taken < 2 {
+                if let Some(Msg::Events(_)) = rx.try_pop() {
+                    taken += 1;
+                }
+            }
+            rx
+        });
+        assert_eq!(tx.push(batch(&[50])), Pushed::AfterWaiting);
+        let rx = consumer.join().unwrap();
+        assert_eq!(tx.bytes(), 0);
+        // A worker that is gone never blocks the producer.
+        assert_eq!(tx.push(batch(&[200])), Pushed::Immediately);
+        drop(rx);
+        assert_eq!(tx.push(batch(&[10])), Pushed::Closed);
     }
 }

@@ -379,7 +379,7 @@ impl Worker {
         let (seq_tx, _) = crossbeam_channel::bounded(1);
         let ingest = crate::sequencer::Ingest::Thread(seq_tx);
         let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (_, rx) = crate::sequencer::ring::ring(1);
+        let (_, rx) = crate::sequencer::ring::ring(1, usize::MAX);
         Worker::new(0, Arc::new(Shared::new(cfg, ingest, issued)), rx.probe())
     }
 }
