@@ -5,7 +5,9 @@
 # exactly once and in order. The same run then goes against ringcast-floor
 # (the plain-writev floor that scripts/compare.sh runs beside ringcast): its
 # figures are only worth comparing if it delivers the same events exactly
-# once and in order too. Bounded in time; cleans up after itself.
+# once and in order too, with and without its coalescing window
+# (--write-delay-ms, which compare.sh gives it beside ringcast's
+# sse.write_delay_ms). Bounded in time; cleans up after itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x target/release/ringcast ] && [ -x target/release/ringcast-load ] && [ -x target/release/ringcast-floor ] ||
@@ -43,3 +45,4 @@ PY
 
 smoke ringcast target/release/ringcast --listen 127.0.0.1:0 --workers 2
 smoke floor target/release/ringcast-floor --listen 127.0.0.1:0 --max-s 60
+smoke floor_w5 target/release/ringcast-floor --listen 127.0.0.1:0 --max-s 60 --write-delay-ms 5

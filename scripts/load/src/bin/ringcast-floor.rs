@@ -15,6 +15,10 @@
 //! what the kernel asks for those writes plus a hash lookup and a queue
 //! push: the least any server can spend on the same load.
 //!
+//! With `--write-delay-ms W` a subscriber's write waits until W ms after
+//! the first event queued for it, as ringcast's `sse.write_delay_ms` holds
+//! it, so that the coalescing window can be judged against the floor too.
+//!
 //! Bounded: a subscriber with more than `--max-queued` frames unwritten is
 //! closed (the load generator then reports it), a request head larger than
 //! 16 KiB or a body larger than 1 MiB closes its connection, and the process
@@ -45,6 +49,10 @@ struct Args {
     /// Exit after this many seconds.
     #[arg(long, default_value_t = 600)]
     max_s: u64,
+    /// Hold a subscriber's write until this long after the first event
+    /// queued for it (ringcast's `sse.write_delay_ms`; 0 = write at once).
+    #[arg(long, default_value_t = 0)]
+    write_delay_ms: u64,
 }
 
 const LISTENER: Token = Token(usize::MAX);
@@ -78,11 +86,16 @@ struct Floor {
     /// Subscriber connections of each topic.
     subs: Vec<Vec<usize>>,
     /// Connections with bytes to write: publishers (acknowledgements) go
-    /// first, then subscribers.
+    /// first, then subscribers, each when its write is due (in due order:
+    /// every hold is the same window).
     dirty_pub: Vec<usize>,
-    dirty_sub: Vec<usize>,
+    dirty_sub: VecDeque<(usize, Instant)>,
     next_id: u64,
     max_queued: usize,
+    /// `--write-delay-ms`.
+    window: Duration,
+    /// When the last `epoll_wait` returned.
+    now: Instant,
 }
 
 enum Request<'a> {
@@ -135,7 +148,9 @@ fn ack(id: u64) -> Bytes {
 }
 
 impl Floor {
-    fn queue(&mut self, c: usize, bytes: Bytes) {
+    /// Queues `bytes` for `c`; an event frame (`hold`) starts the
+    /// subscriber's window if it had nothing queued.
+    fn queue(&mut self, c: usize, bytes: Bytes, hold: bool) {
         let Some(conn) = self.conns[c].as_mut() else {
             return;
         };
@@ -147,7 +162,12 @@ impl Floor {
         if !conn.dirty {
             conn.dirty = true;
             if conn.subscriber {
-                self.dirty_sub.push(c);
+                let due = if hold {
+                    self.now + self.window
+                } else {
+                    self.now
+                };
+                self.dirty_sub.push_back((c, due));
             } else {
                 self.dirty_pub.push(c);
             }
@@ -252,7 +272,7 @@ impl Floor {
                         self.subs.push(Vec::new());
                     }
                     self.subs[t].push(c);
-                    self.queue(c, Bytes::from_static(SSE_HEAD));
+                    self.queue(c, Bytes::from_static(SSE_HEAD), false);
                     break;
                 }
                 Request::Publish(topic, body) => {
@@ -262,10 +282,10 @@ impl Floor {
                     if let Some(&t) = self.topics.get(topic) {
                         for i in 0..self.subs[t].len() {
                             let s = self.subs[t][i];
-                            self.queue(s, frame.clone());
+                            self.queue(s, frame.clone(), true);
                         }
                     }
-                    self.queue(c, ack(id));
+                    self.queue(c, ack(id), false);
                 }
                 Request::Bad => {
                     bad = true;
@@ -333,12 +353,19 @@ impl Floor {
         }
         list.clear();
         self.dirty_pub = list;
-        let mut list = std::mem::take(&mut self.dirty_sub);
-        for &c in &list {
+        let now = Instant::now();
+        while let Some(&(c, due)) = self.dirty_sub.front() {
+            if due > now {
+                break;
+            }
+            self.dirty_sub.pop_front();
             self.flush(c);
         }
-        list.clear();
-        self.dirty_sub = list;
+    }
+
+    /// When the next held write is due, if one is.
+    fn next_due(&self) -> Option<Instant> {
+        self.dirty_sub.front().map(|&(_, due)| due)
     }
 }
 
@@ -380,9 +407,11 @@ fn main() {
         topics: HashMap::new(),
         subs: Vec::new(),
         dirty_pub: Vec::new(),
-        dirty_sub: Vec::new(),
+        dirty_sub: VecDeque::new(),
         next_id: 0,
         max_queued: args.max_queued,
+        window: Duration::from_millis(args.write_delay_ms),
+        now: Instant::now(),
     };
     let mut events = Events::with_capacity(1024);
     let end = Instant::now() + Duration::from_secs(args.max_s);
@@ -391,13 +420,15 @@ fn main() {
         if now >= end {
             return;
         }
-        if let Err(e) = floor.poll.poll(&mut events, Some(end - now)) {
+        let wake = floor.next_due().map_or(end, |due| due.clamp(now, end));
+        if let Err(e) = floor.poll.poll(&mut events, Some(wake - now)) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
             }
             eprintln!("ringcast-floor: epoll: {e}");
             std::process::exit(1);
         }
+        floor.now = Instant::now();
         for ev in events.iter() {
             let c = ev.token();
             if c == LISTENER {
@@ -412,7 +443,8 @@ fn main() {
                     if !conn.out.is_empty() && !conn.dirty {
                         conn.dirty = true;
                         if conn.subscriber {
-                            floor.dirty_sub.push(c.0);
+                            // Room again for bytes already due.
+                            floor.dirty_sub.push_front((c.0, floor.now));
                         } else {
                             floor.dirty_pub.push(c.0);
                         }
