@@ -158,13 +158,13 @@ pub enum Pushed {
 }
 
 impl RingTx {
-    /// Pushes `msg`, waiting while the ring is full. Only the sequencer (and
-    /// the shutdown path) call this, never a worker, so waiting here is the
-    /// back-pressure that slows acknowledgements instead of dropping events.
+    /// Pushes `msg`, waiting while the ring is full: the back-pressure that
+    /// slows acknowledgements instead of dropping events. Only the
+    /// sequencer thread and the shutdown path ever wait here; a worker (the
+    /// worker-side order) and the cluster bridge push only after
+    /// `has_room`, and room only grows until they push.
     ///
-    /// Past the byte bound it waits too, polling every millisecond: only
-    /// the sequencer thread and shutdown get here, and only while the
-    /// worker is a bound behind.
+    /// Past the byte bound it waits too, polling every millisecond.
     pub fn push(&self, msg: Msg) -> Pushed {
         let bytes = msg_bytes(&msg);
         let mut waited = false;

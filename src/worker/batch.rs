@@ -1,6 +1,7 @@
 //! Vectored writes of a connection's queued frame handles: one `writev`
 //! (through io_uring, or the legacy driver) per connection per wake-up,
-//! carrying every queued frame up to `IOV_MAX`, resuming after a partial
+//! carrying every queued frame up to `IOV_MAX` frames and a quarter of
+//! `sse.max_pending_bytes` (see `Bound::write_cap`), resuming after a partial
 //! write exactly where it stopped. The iovecs point into the shared `Bytes`
 //! of each frame: no subscriber ever gets a copy of an event's bytes.
 //!
