@@ -82,7 +82,11 @@ fn run(cli: Cli) -> Result<(), StartError> {
         return Ok(());
     }
     init_logs(&cfg);
-    match ringcast::sys::raise_nofile_limit() {
+    let nofile = ringcast::sys::raise_nofile_limit();
+    if let Ok(n) = nofile {
+        reserve_descriptors(n, cfg.limits.max_connections);
+    }
+    match nofile {
         Ok(n) if (n as usize) < cfg.limits.max_connections.saturating_add(64) => tracing::warn!(
             nofile = n,
             max_connections = cfg.limits.max_connections,
@@ -122,6 +126,27 @@ fn run(cli: Cli) -> Result<(), StartError> {
     tracing::info!(signal, "shutdown: draining");
     server.shutdown(timeout);
     Ok(())
+}
+
+/// Descriptors whose table is grown at start-up at most: 2 MiB of kernel
+/// memory (8 bytes and two bits a slot). Past it, the table grows by
+/// doubling as connections come, each growth once in the process's life.
+const RESERVED_DESCRIPTORS_MAX: usize = 1 << 18;
+
+/// Grows the descriptor table once, before the workers start, to what
+/// `limits.max_connections` needs (within the open-files limit `nofile` and
+/// [`RESERVED_DESCRIPTORS_MAX`]): otherwise the first connection storm after
+/// a start stalls every worker for an RCU grace period (10-30 ms) at each
+/// doubling of the table, at 256, 512, ... connections (`sys::reserve_descriptors`).
+fn reserve_descriptors(nofile: u64, max_connections: usize) {
+    let want = max_connections
+        .saturating_add(1024)
+        .min(RESERVED_DESCRIPTORS_MAX)
+        .min(usize::try_from(nofile).unwrap_or(usize::MAX));
+    match ringcast::sys::reserve_descriptors(want) {
+        Ok(size) => tracing::debug!(size, "descriptor table reserved"),
+        Err(e) => tracing::warn!(error = %e, want, "cannot reserve the descriptor table"),
+    }
 }
 
 /// `ringcast --version`: what an operator needs to file a report.

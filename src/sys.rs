@@ -24,6 +24,43 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// Grows this process's descriptor table to hold at least `n` descriptors
+/// now, while nothing waits on it; returns the table's size (`FDSize` in
+/// `/proc/self/status`), or the error. The kernel otherwise grows the table
+/// by doubling when a new descriptor needs it (at 256, 512, 1,024, ...
+/// connections), and in a multi-threaded process each growth waits for an
+/// RCU grace period (`synchronize_rcu` in `expand_fdtable`): 10-30 ms in
+/// which that accept, and every other thread's, stands still. The table
+/// never shrinks, so one growth at start-up saves every later one. `n` must
+/// be below the soft open-files limit.
+#[allow(unsafe_code)]
+pub fn reserve_descriptors(n: usize) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let probe = std::fs::File::open("/dev/null")?;
+    let target = libc::c_int::try_from(n.saturating_sub(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `probe` is open for the whole call; F_DUPFD_CLOEXEC only
+    // creates a new descriptor (the lowest free one at or above `target`),
+    // never touching one that is open, and takes no pointers.
+    let fd = unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_DUPFD_CLOEXEC, target) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was created just above and is owned by nothing else, so
+    // closing it cannot close a descriptor that someone else holds.
+    unsafe { libc::close(fd) };
+    Ok(descriptor_table_size().unwrap_or(n))
+}
+
+/// The size of this process's descriptor table (`FDSize` in
+/// `/proc/self/status`), if the kernel reports it.
+pub fn descriptor_table_size() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Sets an integer socket option that `socket2` does not wrap
 /// (`TCP_DEFER_ACCEPT`, `IP_BIND_ADDRESS_NO_PORT`).
 #[allow(unsafe_code)]
@@ -129,6 +166,19 @@ mod tests {
             hard.parse().unwrap()
         };
         assert_eq!(n, want);
+    }
+
+    #[test]
+    fn reserves_a_descriptor_table_without_holding_a_descriptor() {
+        super::raise_nofile_limit().unwrap();
+        let before = super::descriptor_table_size().unwrap();
+        let want = (before * 4).max(4096);
+        let size = super::reserve_descriptors(want).unwrap();
+        assert!(size >= want, "table of {size} after reserving {want}");
+        assert_eq!(super::descriptor_table_size(), Some(size));
+        // The descriptor that grew the table is closed again.
+        let top = format!("/proc/self/fd/{}", want - 1);
+        assert!(!std::path::Path::new(&top).exists(), "{top} left open");
     }
 
     #[test]

@@ -251,6 +251,50 @@ fn warns_when_the_fd_limit_is_below_max_connections() {
     assert!(!log.contains("open-files limit is below"), "{log}");
 }
 
+/// The size of `pid`'s descriptor table (`FDSize` in its status).
+fn fd_table_size(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("FDSize:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// The descriptor table is grown once at start-up to what
+/// `limits.max_connections` needs (within the open-files limit and a 2 MiB
+/// cap), so that a connection storm after a start never waits for the
+/// kernel to grow it: each growth of a multi-threaded process's table waits
+/// for an RCU grace period, 10-30 ms of every worker's accepts.
+#[test]
+fn the_descriptor_table_is_sized_for_max_connections_at_start() {
+    let s = Server::start_with(
+        "",
+        &["--workers", "2"],
+        &[("RINGCAST_LIMITS_MAX_CONNECTIONS", "3000")],
+    );
+    let size = fd_table_size(s.pid());
+    // 3,000 connections and 1,024 spare; the kernel rounds up to a power of
+    // two, but not further: the size follows the setting.
+    assert!((4024..=8192).contains(&size), "FDSize {size}");
+    drop(s);
+    let hard: usize = std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).and_then(|v| v.parse().ok()))
+        .unwrap_or(usize::MAX);
+    let s = Server::start_with("", &["--workers", "1"], &[]);
+    let size = fd_table_size(s.pid());
+    let want = hard.min(1 << 18);
+    assert!(
+        size >= want,
+        "FDSize {size}, want {want} (hard limit {hard})"
+    );
+    // Growing the table holds no descriptor: the server still runs.
+    assert_eq!(get(s.addr(), "/healthz").status, 200);
+}
+
 #[test]
 fn version_names_the_commit_and_io_uring() {
     let (status, out) = run_binary(&["--version"], &[]);

@@ -1165,8 +1165,15 @@ fn proc_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// Raises the open-files limit and grows the descriptor table to it at
+/// once: growing it later, by doubling as sockets open, waits for an RCU
+/// grace period (10-30 ms) whenever the process has a second thread (the
+/// storm thread, io_uring's workers), which would count against the
+/// server's connect figures.
 fn raise_nofile() {
-    let _ = ringcast::sys::raise_nofile_limit();
+    if let Ok(n) = ringcast::sys::raise_nofile_limit() {
+        let _ = ringcast::sys::reserve_descriptors((n as usize).min(1 << 18));
+    }
 }
 
 /// Combinations the modes cannot run; the reason, to print.
