@@ -61,6 +61,32 @@ pub fn descriptor_table_size() -> Option<usize> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Accepts one connection from the listening socket `fd` if one is
+/// waiting (the listener must be non-blocking): `None` when the backlog is
+/// empty. The stream is blocking unless `nonblocking` (io_uring does not
+/// need the flag; the legacy epoll driver does).
+#[allow(unsafe_code)]
+pub fn accept_waiting(
+    fd: std::os::fd::RawFd,
+    nonblocking: bool,
+) -> std::io::Result<Option<(std::net::TcpStream, std::net::SocketAddr)>> {
+    // SAFETY: the caller passes the descriptor of a listener it holds for
+    // the whole call, so the borrow cannot outlive the descriptor.
+    let listener = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let (socket, addr) = match socket2::SockRef::from(&listener).accept() {
+        Ok(v) => v,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if nonblocking {
+        socket.set_nonblocking(true)?;
+    }
+    let addr = addr
+        .as_socket()
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    Ok(Some((socket.into(), addr)))
+}
+
 /// Sets an integer socket option that `socket2` does not wrap
 /// (`TCP_DEFER_ACCEPT`, `IP_BIND_ADDRESS_NO_PORT`).
 #[allow(unsafe_code)]

@@ -131,7 +131,15 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
                 });
                 let r = driver.block_on(
                     idx,
-                    worker_main(idx, shared, listener, rx, ready.clone(), alive),
+                    worker_main(
+                        idx,
+                        shared,
+                        listener,
+                        rx,
+                        ready.clone(),
+                        alive,
+                        matches!(driver, Driver::Legacy),
+                    ),
                 );
                 if let Err(e) = r {
                     let _ = ready.send(Err(e));
@@ -174,6 +182,7 @@ async fn worker_main(
     rx: RingRx,
     ready: Sender<Result<(), String>>,
     alive: Option<(std::time::Duration, Option<std::time::Duration>)>,
+    legacy: bool,
 ) -> Result<(), String> {
     let listener = monoio::net::TcpListener::from_std(listener)
         .map_err(|e| format!("worker {idx}: cannot register listener: {e}"))?;
@@ -192,7 +201,11 @@ async fn worker_main(
     if let Some((tick, watchdog)) = alive {
         monoio::spawn(w.clone().keep_alive(tick, watchdog));
     }
-    monoio::spawn(crate::http::accept::accept_loop(w.clone(), listener));
+    monoio::spawn(crate::http::accept::accept_loop(
+        w.clone(),
+        listener,
+        legacy,
+    ));
     let _ = ready.send(Ok(()));
     w.finished().await;
     tracing::debug!(worker = idx, "drained");

@@ -136,6 +136,33 @@ impl StormGate {
         .await
     }
 
+    /// Takes a token only if one is there at once (see [`Self::token`]);
+    /// false when the caller would have to wait.
+    pub(crate) fn try_token(&self) -> bool {
+        if self.is_quiet() {
+            return true;
+        }
+        let mut n = self.tokens.get();
+        if n == UNBOUNDED {
+            n = self.rate.get();
+        }
+        if n == 0 || !self.waiters.borrow().is_empty() {
+            self.tokens.set(n);
+            return false;
+        }
+        self.tokens.set(n - 1);
+        true
+    }
+
+    /// Gives back a token taken for work that did not happen (the listen
+    /// backlog was empty after all).
+    pub(crate) fn give_back(&self) {
+        let n = self.tokens.get();
+        if n != UNBOUNDED {
+            self.tokens.set(n + 1);
+        }
+    }
+
     /// Current tokens per millisecond.
     #[cfg(test)]
     pub(crate) fn rate(&self) -> u32 {
@@ -227,6 +254,27 @@ mod tests {
         }
         assert_eq!(g.rate(), MAX_RATE, "never above the ceiling");
         assert_eq!(g.tokens.get(), MAX_RATE, "a period refills to the rate");
+    }
+
+    #[test]
+    fn try_token_takes_only_what_is_there_and_gives_back() {
+        let g = StormGate::new(16);
+        assert!(g.try_token(), "a quiet worker: no bound");
+        live_period(&g, Duration::ZERO);
+        let rate = g.rate();
+        for _ in 0..rate {
+            assert!(g.try_token());
+        }
+        assert!(!g.try_token(), "the period's tokens are spent");
+        g.give_back();
+        assert!(g.try_token(), "a token given back is there again");
+        assert!(!g.try_token());
+        // Someone waiting comes first: no token is taken past them.
+        live_period(&g, Duration::ZERO);
+        g.waiters
+            .borrow_mut()
+            .push_back(std::task::Waker::noop().clone());
+        assert!(!g.try_token(), "a waiter is ahead");
     }
 
     #[test]
