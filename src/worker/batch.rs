@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use bytes::Buf;
 
 use super::conn::Queued;
+use super::spare;
 
 /// Linux's `IOV_MAX`: most iovecs one `writev` takes.
 pub(crate) const IOV_MAX: usize = 1024;
@@ -49,13 +50,13 @@ impl Batch {
         self.head == self.items.len()
     }
 
-    /// Frees the batch's arrays once everything is written, so an idle
-    /// subscriber holds none (the next write allocates them again: tens of
-    /// nanoseconds against the microseconds of the write itself).
+    /// Gives the batch's arrays back once everything is written, so an idle
+    /// subscriber holds none (the next write takes spare ones again, see
+    /// [`super::spare`]).
     pub(crate) fn release(&mut self) {
         if self.is_empty() {
-            self.items = Vec::new();
-            self.iov = Vec::new();
+            spare::give_frames(std::mem::take(&mut self.items));
+            spare::give_iovecs(std::mem::take(&mut self.iov));
             self.head = 0;
         }
     }
@@ -72,6 +73,12 @@ impl Batch {
         if self.head > 0 {
             self.items.drain(..self.head);
             self.head = 0;
+        }
+        if self.items.capacity() == 0 {
+            self.items = spare::frames();
+        }
+        if self.iov.capacity() == 0 {
+            self.iov = spare::iovecs();
         }
         let mut bytes: usize = self.items.iter().map(|q| q.frame.len()).sum();
         while self.items.len() < IOV_MAX {

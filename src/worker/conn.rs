@@ -18,6 +18,7 @@ use bytes::Bytes;
 
 use super::batch::Batch;
 use super::local::Oneshot;
+use super::spare;
 use crate::frame::HEARTBEAT;
 
 /// `Queued::born_ns` of an event replayed from history: counted as a
@@ -300,12 +301,13 @@ impl Conn {
         !self.queue.borrow().is_empty()
     }
 
-    /// Frees the queue's array when it is empty (before the task goes idle),
-    /// so an idle subscriber holds no queue memory.
+    /// Gives the queue's array back when it is empty (before the task goes
+    /// idle), so an idle subscriber holds no queue memory (see
+    /// [`super::spare`]).
     pub(crate) fn release_idle_queue(&self) {
         let mut q = self.queue.borrow_mut();
         if q.is_empty() && q.capacity() > 0 {
-            *q = VecDeque::new();
+            spare::give_queue(std::mem::take(&mut *q));
         }
     }
 
@@ -320,6 +322,9 @@ impl Conn {
         let was_empty = {
             let mut queue = self.queue.borrow_mut();
             let e = queue.is_empty();
+            if queue.capacity() == 0 {
+                *queue = spare::queue();
+            }
             queue.push_back(q);
             e
         };

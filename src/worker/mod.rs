@@ -23,6 +23,7 @@ pub mod history;
 mod local;
 mod registration;
 mod shared;
+mod spare;
 pub(crate) mod stats;
 mod storm_gate;
 mod stream;

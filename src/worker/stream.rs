@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 
 use super::batch::Batch;
@@ -15,49 +15,14 @@ use super::{Registration, Worker};
 use crate::event::now_ns;
 use crate::frame;
 
-/// Reads (and ignores) whatever the client sends, to notice when it goes.
-async fn watch_eof(rd: &mut OwnedReadHalf<TcpStream>) {
-    let mut buf = Vec::with_capacity(64);
-    loop {
-        let (res, b) = rd.read(buf).await;
-        buf = b;
-        buf.clear();
-        match res {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Counts a subscriber write in flight in `Worker::writes_in_flight`
-/// for as long as it lives.
-struct InFlight<'a>(&'a Worker);
-
-impl<'a> InFlight<'a> {
-    fn new(w: &'a Worker) -> Self {
-        w.writes_in_flight.set(w.writes_in_flight.get() + 1);
-        InFlight(w)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let n = &self.0.writes_in_flight;
-        n.set(n.get().saturating_sub(1));
-    }
-}
-
-/// The write loop of one event stream, as a task of its own; dropping the
-/// registration at the end unsubscribes and frees the connection.
-pub(crate) async fn run(reg: Registration, stream: TcpStream) {
-    write_loop(reg.worker(), reg.conn(), stream).await;
-}
-
-async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
-    let (mut rd, mut wr) = stream.into_split();
-    // Boxed so that it can be dropped (ending its borrow of the read half)
-    // before the halves are joined again to close the socket.
-    let mut eof = Box::pin(watch_eof(&mut rd));
+/// Writes queued frames until the stream ends; true when the client went
+/// (EOF or a failed write), false when the server ends it.
+async fn stream_frames(
+    w: &Worker,
+    conn: &Conn,
+    wr: &mut OwnedWriteHalf<TcpStream>,
+    mut eof: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> bool {
     let mut client_gone = false;
     let mut batch = Batch::new();
     let mut retry_sent = false;
@@ -86,7 +51,7 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
             batch.release();
             conn.release_idle_queue();
             let gone = monoio::select! {
-                _ = &mut eof => true,
+                _ = eof.as_mut() => true,
                 _ = conn.work() => false,
             };
             if gone {
@@ -159,13 +124,62 @@ async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
             }
         }
     }
+    client_gone
+}
+
+/// Reads (and ignores) whatever the client sends, to notice when it goes.
+async fn watch_eof(rd: &mut OwnedReadHalf<TcpStream>) {
+    let mut buf = Vec::with_capacity(64);
+    loop {
+        let (res, b) = rd.read(buf).await;
+        buf = b;
+        buf.clear();
+        match res {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Counts a subscriber write in flight in `Worker::writes_in_flight`
+/// for as long as it lives.
+struct InFlight<'a>(&'a Worker);
+
+impl<'a> InFlight<'a> {
+    fn new(w: &'a Worker) -> Self {
+        w.writes_in_flight.set(w.writes_in_flight.get() + 1);
+        InFlight(w)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let n = &self.0.writes_in_flight;
+        n.set(n.get().saturating_sub(1));
+    }
+}
+
+/// The write loop of one event stream, as a task of its own; dropping the
+/// registration at the end unsubscribes and frees the connection.
+pub(crate) async fn run(reg: Registration, stream: TcpStream) {
+    write_loop(reg.worker(), reg.conn(), stream).await;
+}
+
+async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
+    let (mut rd, mut wr) = stream.into_split();
+    let client_gone = {
+        // Pinned in the task itself (not boxed: one cold allocation less to
+        // reach on every write), and dropped at the end of this block, which
+        // ends its borrow of the read half before the halves are joined.
+        let eof = std::pin::pin!(watch_eof(&mut rd));
+        stream_frames(w, conn, &mut wr, eof).await
+    };
     // Closing costs the kernel a good deal: on loopback the whole FIN
     // exchange (or the RST) runs in the closing thread, 20-30 µs a socket.
     // When thousands of clients go at once, they close in groups of
     // STORM_GROUP: a permit is held across one yield, so every other task
     // (acknowledgements, the ring drain, live writes) runs between groups.
     let permit = w.storm_gate.acquire().await;
-    drop(eof);
     if !client_gone {
         // The server ends the stream (drain, slow, stalled): a graceful FIN
         // after what was written.
