@@ -118,7 +118,8 @@ mod tests {
         iov.reserve_exact(2);
         let ptr = iov.as_ptr();
         give_iovecs(iov);
-        assert_eq!(iovecs().as_ptr(), ptr);
+        let again = iovecs();
+        assert_eq!(again.as_ptr(), ptr);
     }
 
     #[test]
