@@ -50,15 +50,22 @@ pub(crate) fn queue() -> VecDeque<Queued> {
 }
 
 /// Keeps `v`'s array for reuse (its entries are dropped first).
-pub(crate) fn give_frames(mut v: Vec<Queued>) {
+pub(crate) fn give_frames(v: Vec<Queued>) {
+    keep(v, |s| &mut s.frames);
+}
+
+/// Puts `v`, emptied, on the pool `pick` chooses, unless it has no room
+/// at all, too much, or the pool is full.
+fn keep<T>(mut v: Vec<T>, pick: impl FnOnce(&mut Spare) -> &mut Vec<Vec<T>>) {
     if v.capacity() == 0 || v.capacity() > MAX_ROOM {
         return;
     }
     v.clear();
     SPARE.with(|s| {
         let mut s = s.borrow_mut();
-        if s.frames.len() < KEPT {
-            s.frames.push(v);
+        let pool = pick(&mut s);
+        if pool.len() < KEPT {
+            pool.push(v);
         }
     });
 }
@@ -78,17 +85,8 @@ pub(crate) fn iovecs() -> Vec<libc::iovec> {
 }
 
 /// Keeps `v`'s array for reuse.
-pub(crate) fn give_iovecs(mut v: Vec<libc::iovec>) {
-    if v.capacity() == 0 || v.capacity() > MAX_ROOM {
-        return;
-    }
-    v.clear();
-    SPARE.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.iovecs.len() < KEPT {
-            s.iovecs.push(v);
-        }
-    });
+pub(crate) fn give_iovecs(v: Vec<libc::iovec>) {
+    keep(v, |s| &mut s.iovecs);
 }
 
 #[cfg(test)]
