@@ -777,6 +777,25 @@ mod tests {
     }
 
     #[test]
+    fn the_fields_queueing_touches_come_first() {
+        use std::mem::offset_of;
+        // What `push` and the slow check read ends with `sent_total`; the
+        // write loop's fields follow. Both within the first 160 bytes.
+        let hot_end = offset_of!(Conn, last_progress) + 8;
+        assert!(hot_end <= 160, "hot fields end at {hot_end}");
+        for cold in [
+            offset_of!(Conn, id),
+            offset_of!(Conn, patterns),
+            offset_of!(Conn, expires_at),
+        ] {
+            assert!(
+                cold >= offset_of!(Conn, last_progress),
+                "a cold field among the hot ones"
+            );
+        }
+    }
+
+    #[test]
     fn claim_id_takes_each_id_once_and_in_order() {
         let c = conn(&Rc::new(Cell::new(0)));
         c.set_last_id(5);

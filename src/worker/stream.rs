@@ -15,6 +15,79 @@ use super::{Registration, Worker};
 use crate::event::now_ns;
 use crate::frame;
 
+/// Reads (and ignores) whatever the client sends, to notice when it goes.
+async fn watch_eof(rd: &mut OwnedReadHalf<TcpStream>) {
+    let mut buf = Vec::with_capacity(64);
+    loop {
+        let (res, b) = rd.read(buf).await;
+        buf = b;
+        buf.clear();
+        match res {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Counts a subscriber write in flight in `Worker::writes_in_flight`
+/// for as long as it lives.
+struct InFlight<'a>(&'a Worker);
+
+impl<'a> InFlight<'a> {
+    fn new(w: &'a Worker) -> Self {
+        w.writes_in_flight.set(w.writes_in_flight.get() + 1);
+        InFlight(w)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let n = &self.0.writes_in_flight;
+        n.set(n.get().saturating_sub(1));
+    }
+}
+
+/// The write loop of one event stream, as a task of its own; dropping the
+/// registration at the end unsubscribes and frees the connection.
+pub(crate) async fn run(reg: Registration, stream: TcpStream) {
+    write_loop(reg.worker(), reg.conn(), stream).await;
+}
+
+async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
+    let (mut rd, mut wr) = stream.into_split();
+    let client_gone = {
+        // Pinned in the task itself (not boxed: one cold allocation less to
+        // reach on every write), and dropped at the end of this block, which
+        // ends its borrow of the read half before the halves are joined.
+        let eof = std::pin::pin!(watch_eof(&mut rd));
+        stream_frames(w, conn, &mut wr, eof).await
+    };
+    // Closing costs the kernel a good deal: on loopback the whole FIN
+    // exchange (or the RST) runs in the closing thread, 20-30 µs a socket.
+    // When thousands of clients go at once, they close in groups of
+    // STORM_GROUP: a permit is held across one yield, so every other task
+    // (acknowledgements, the ring drain, live writes) runs between groups.
+    let permit = w.storm_gate.acquire().await;
+    if !client_gone {
+        // The server ends the stream (drain, slow, stalled): a graceful FIN
+        // after what was written.
+        let _ = wr.shutdown().await;
+    }
+    // Joined again, the halves close without a second shutdown (dropping
+    // the write half alone would send a FIN synchronously).
+    if let Ok(stream) = rd.reunite(wr) {
+        if client_gone {
+            // The client has gone (EOF or a failed write): nothing is left
+            // to deliver, so reset instead of the FIN/ACK exchange, which
+            // costs both ends more and leaves the client a TIME_WAIT.
+            crate::sys::reset_on_close(&stream);
+        }
+        drop(stream);
+    }
+    yield_now().await;
+    drop(permit);
+}
+
 /// Writes queued frames until the stream ends; true when the client went
 /// (EOF or a failed write), false when the server ends it.
 async fn stream_frames(
@@ -125,77 +198,4 @@ async fn stream_frames(
         }
     }
     client_gone
-}
-
-/// Reads (and ignores) whatever the client sends, to notice when it goes.
-async fn watch_eof(rd: &mut OwnedReadHalf<TcpStream>) {
-    let mut buf = Vec::with_capacity(64);
-    loop {
-        let (res, b) = rd.read(buf).await;
-        buf = b;
-        buf.clear();
-        match res {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
-}
-
-/// Counts a subscriber write in flight in `Worker::writes_in_flight`
-/// for as long as it lives.
-struct InFlight<'a>(&'a Worker);
-
-impl<'a> InFlight<'a> {
-    fn new(w: &'a Worker) -> Self {
-        w.writes_in_flight.set(w.writes_in_flight.get() + 1);
-        InFlight(w)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let n = &self.0.writes_in_flight;
-        n.set(n.get().saturating_sub(1));
-    }
-}
-
-/// The write loop of one event stream, as a task of its own; dropping the
-/// registration at the end unsubscribes and frees the connection.
-pub(crate) async fn run(reg: Registration, stream: TcpStream) {
-    write_loop(reg.worker(), reg.conn(), stream).await;
-}
-
-async fn write_loop(w: &Worker, conn: &Conn, stream: TcpStream) {
-    let (mut rd, mut wr) = stream.into_split();
-    let client_gone = {
-        // Pinned in the task itself (not boxed: one cold allocation less to
-        // reach on every write), and dropped at the end of this block, which
-        // ends its borrow of the read half before the halves are joined.
-        let eof = std::pin::pin!(watch_eof(&mut rd));
-        stream_frames(w, conn, &mut wr, eof).await
-    };
-    // Closing costs the kernel a good deal: on loopback the whole FIN
-    // exchange (or the RST) runs in the closing thread, 20-30 µs a socket.
-    // When thousands of clients go at once, they close in groups of
-    // STORM_GROUP: a permit is held across one yield, so every other task
-    // (acknowledgements, the ring drain, live writes) runs between groups.
-    let permit = w.storm_gate.acquire().await;
-    if !client_gone {
-        // The server ends the stream (drain, slow, stalled): a graceful FIN
-        // after what was written.
-        let _ = wr.shutdown().await;
-    }
-    // Joined again, the halves close without a second shutdown (dropping
-    // the write half alone would send a FIN synchronously).
-    if let Ok(stream) = rd.reunite(wr) {
-        if client_gone {
-            // The client has gone (EOF or a failed write): nothing is left
-            // to deliver, so reset instead of the FIN/ACK exchange, which
-            // costs both ends more and leaves the client a TIME_WAIT.
-            crate::sys::reset_on_close(&stream);
-        }
-        drop(stream);
-    }
-    yield_now().await;
-    drop(permit);
 }
