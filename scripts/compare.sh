@@ -306,6 +306,7 @@ metrics = [
     ("connects_per_s", "connects/s"),
     ("ttfb_p99_ms", "TTFB p99 ms"),
     ("server_cpu_us_per_connect", "server CPU us / connect"),
+    ("server_cpu_us_per_close", "server CPU us / close (after the publish phase)"),
     ("server_connects_per_cpu_s", "connects per server CPU-second"),
     ("connect_server_core_util", "server core busy (connect phase)"),
     ("connect_loadgen_core_util", "load-generator core busy (connect phase)"),

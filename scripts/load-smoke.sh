@@ -39,6 +39,10 @@ r, name = json.load(open(sys.argv[1])), sys.argv[2]
 bad = {k: r[k] for k in ("lost", "duplicated", "reordered", "misrouted", "unfinished_subscribers", "connect_errors", "publish_errors") if r[k]}
 if bad or r["delivered"] != 300 * 3000 // 5:
     sys.exit(f"load-smoke: {name} FAILED {bad} delivered={r['delivered']}")
+# Every subscriber held its connection until the publish phase was measured,
+# then closed it (the closing is measured apart from the deliveries).
+if r["closed_after_publish"] != 300 or r["server_cpu_us_per_close"] is None:
+    sys.exit(f"load-smoke: {name} FAILED closed_after_publish={r['closed_after_publish']} cpu/close={r['server_cpu_us_per_close']}")
 print(f"load-smoke: {name} ok ({r['delivered']} deliveries, {r['deliveries_per_s']:.0f}/s, p99 {r['latency_p99_ms']} ms, zero loss)")
 PY
 }

@@ -8,6 +8,15 @@
 //! per-topic sequence number and a send timestamp. Streams may be
 //! close-delimited (ringcast) or chunked (nchan). Every run stops by itself.
 //!
+//! A subscriber that has every event keeps its connection open until the
+//! publish phase is measured; then all of them close and the server's CPU
+//! for the closing is reported on its own (`server_cpu_us_per_close`). Until
+//! 2026-12-04 each closed as soon as it was complete: with T topics the
+//! subscribers of the first topics to finish closed while the last events
+//! were still being delivered, so thousands of closes (10-20 µs of server
+//! CPU each) landed in the last events' latency and in the CPU per delivery.
+//! (Not in a resume storm, whose subscribers still close as they finish.)
+//!
 //! Two "market open" modes: `--batch N` publishes ndjson batches of N events
 //! per request (a burst; ringcast only, nchan gets the same events one per
 //! request) and reports the reading subscribers that the server disconnected;
@@ -381,6 +390,16 @@ struct Stats {
     connected: Cell<usize>,
     connect_errors: Cell<usize>,
     done_subscribers: Cell<usize>,
+    /// Set once the publish phase is measured: subscribers that have every
+    /// event hold their connections open until then, so that thousands of
+    /// them closing at once neither delays the last events of the run nor
+    /// counts as delivery work.
+    hang_up: Cell<bool>,
+    hang_up_wait: SlotNotify,
+    /// Subscribers waiting for `hang_up`, and those that have closed their
+    /// connections after it.
+    holding: Cell<usize>,
+    hung_up: Cell<usize>,
     /// Publishing connections that have sent everything and read every answer.
     publishers_done: Cell<usize>,
     /// Events missing from streams that ended before delivering them all.
@@ -875,9 +894,14 @@ async fn subscriber(
         monoio::time::sleep(Duration::from_secs(args.timeout_s + 60)).await;
     }
     let mut tracker = Tracker::new(role, &args.sub_topics(idx), args.inflight);
+    // The stream, once it has delivered every event.
+    let mut open = None;
     loop {
         match pump(&stats, &mut stream, &mut tracker, idx, expected, base).await {
-            Pump::Done => break,
+            Pump::Done => {
+                open = Some(stream);
+                break;
+            }
             Pump::Closed => {
                 let missing = expected.saturating_sub(tracker.received);
                 stats.ended_short.set(stats.ended_short.get() + missing);
@@ -923,8 +947,19 @@ async fn subscriber(
     {
         stats.resumers_exact.set(stats.resumers_exact.get() + 1);
     }
+    let open = open.filter(|_| !args.storm());
+    if open.is_some() {
+        stats.holding.set(stats.holding.get() + 1);
+    }
     stats.done_subscribers.set(stats.done_subscribers.get() + 1);
     stats.changed.notify();
+    if let Some(stream) = open {
+        // The closing is measured apart from the deliveries (see `hang_up`).
+        stats.hang_up_wait.until(idx, || stats.hang_up.get()).await;
+        drop(stream);
+        stats.hung_up.set(stats.hung_up.get() + 1);
+        stats.changed.notify();
+    }
 }
 
 /// One publishing connection: publishes every `conns`-th event (round-robin
@@ -1071,6 +1106,39 @@ async fn publisher(
     finished.set(true);
     acked.notify();
     let _ = reader.await;
+}
+
+/// Ends the subscribers' wait (`Stats::hang_up`) once the publish phase is
+/// measured, waits for them to close, and measures what the server spends
+/// on their closing: µs of server CPU per connection closed, counted until
+/// the server's CPU time stops moving (two 20 ms samples with under 0.2 ms
+/// between them, within 5 s and the run's deadline). None in a resume storm
+/// (whose subscribers close as they finish) or without a server PID.
+async fn hang_up(args: &Args, stats: &Stats, readers: usize, deadline: Instant) -> Option<f64> {
+    if args.storm() || args.connect_only {
+        return None;
+    }
+    let waiting = stats.holding.get();
+    let cpu0 = server_cpu_s(&args.server_pid);
+    stats.hang_up.set(true);
+    stats.hang_up_wait.notify();
+    let until = (Instant::now() + Duration::from_secs(5)).min(deadline);
+    monoio::select! {
+        _ = stats.changed.until(|| stats.hung_up.get() >= waiting) => {},
+        _ = monoio::time::sleep(until.saturating_duration_since(Instant::now())) => {},
+    }
+    let mut last = cpu0?;
+    while Instant::now() < until {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+        let now = server_cpu_s(&args.server_pid)?;
+        if now - last < 0.0002 {
+            break;
+        }
+        last = now;
+    }
+    let closed = stats.hung_up.get().min(readers);
+    let cpu0 = cpu0?;
+    (closed > 0).then(|| (last - cpu0) / closed as f64 * 1e6)
 }
 
 /// Scrapes the server's /metrics (bounded to 5 s); `None` when it cannot.
@@ -1663,6 +1731,7 @@ async fn run(args: Rc<Args>) -> String {
         _ => None,
     };
     let self_end = proc_cpu_s(std::process::id());
+    let closes = hang_up(&args, &stats, readers, deadline).await;
     shared.phase.store(END, Relaxed);
     if let Some(t) = storm_thread {
         match t.join() {
@@ -1704,6 +1773,8 @@ async fn run(args: Rc<Args>) -> String {
         "connect_errors": stats.connect_errors.get(),
         "connects_per_s": stats.connected.get() as f64 / connect_s,
         "server_cpu_us_per_connect": cpu_per_conn_us,
+        "server_cpu_us_per_close": closes,
+        "closed_after_publish": stats.hung_up.get(),
         "server_connects_per_cpu_s": cpu_per_conn_us.filter(|us| *us > 0.0).map(|us| 1e6 / us),
         "connect_server_core_util": util(cpu_start, cpu_connect, connect_s),
         "connect_loadgen_core_util": util(self_start, self_connect, connect_s),
