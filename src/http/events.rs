@@ -277,7 +277,7 @@ async fn from_jetstream(
         }
         let reply = monoio::select! {
             r = cell.take() => Some(r),
-            _ = monoio::time::sleep(wait) => None,
+            _ = Box::pin(monoio::time::sleep(wait)) => None,
         };
         let Some(Reply::Fetched(f)) = reply else {
             break Remote::Unavailable;
@@ -300,7 +300,7 @@ async fn from_jetstream(
         let n = out.len();
         let written = monoio::select! {
             r = stream.write_all(std::mem::take(&mut out)) => r.0.is_ok(),
-            _ = monoio::time::sleep(stall) => false,
+            _ = Box::pin(monoio::time::sleep(stall)) => false,
         };
         if !written {
             break Remote::Gone;

@@ -156,7 +156,7 @@ async fn publish_to_cluster(
         std::time::Duration::from_millis(w.shared.cfg.cluster.publish_timeout_ms) + BRIDGE_SLACK;
     let reply = monoio::select! {
         r = cell.take() => Some(r),
-        _ = monoio::time::sleep(wait) => None,
+        _ = Box::pin(monoio::time::sleep(wait)) => None,
     };
     w.replies.borrow_mut().remove(token as usize);
     match reply {
@@ -249,7 +249,7 @@ async fn sequence_here(
             ));
         }
         // This worker's own ring drain runs meanwhile.
-        monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+        Box::pin(monoio::time::sleep(std::time::Duration::from_millis(1))).await;
     }
 }
 

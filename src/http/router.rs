@@ -113,7 +113,7 @@ async fn stats(w: &Worker, top: usize) -> serde_json::Value {
     *board.workers[w.idx].lock().unwrap() = w.stats();
     let deadline = std::time::Instant::now() + REFRESH * 2 + std::time::Duration::from_millis(100);
     while !board.fresh(fresh) && std::time::Instant::now() < deadline {
-        monoio::time::sleep(std::time::Duration::from_millis(20)).await;
+        Box::pin(monoio::time::sleep(std::time::Duration::from_millis(20))).await;
     }
     let snaps: Vec<_> = board
         .workers
