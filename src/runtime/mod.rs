@@ -191,12 +191,9 @@ async fn worker_main(
     monoio::spawn(w.clone().timer_loop());
     monoio::spawn(w.clone().pace_storms());
     monoio::spawn(w.clone().publish_stats());
-    let window = w.shared.cfg.sse.write_delay_ms;
-    if window > 0 {
-        monoio::spawn(
-            w.clone()
-                .flush_writes(std::time::Duration::from_millis(window)),
-        );
+    if w.shared.cfg.sse.write_delay_ms > 0 {
+        let w = w.clone();
+        monoio::spawn(async move { w.flush.run().await });
     }
     if let Some((tick, watchdog)) = alive {
         monoio::spawn(w.clone().keep_alive(tick, watchdog));

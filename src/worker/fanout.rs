@@ -473,6 +473,8 @@ pub(crate) async fn drain_ring(w: Rc<Worker>, rx: RingRx) {
                 break;
             }
         }
+        // A busy worker may not reach its timers for a while.
+        w.flush.poll();
         yield_now().await;
     }
 }

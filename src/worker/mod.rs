@@ -19,6 +19,7 @@ mod catch_up;
 pub mod conn;
 mod delay_line;
 pub mod fanout;
+mod flush_tick;
 pub mod history;
 mod local;
 mod registration;
@@ -33,6 +34,7 @@ mod timers;
 
 use conn::{CloseReason, Conn, Phase};
 use delay_line::DelayLine;
+use flush_tick::FlushTick;
 use history::History;
 use local::{LocalNotify, Oneshot};
 use storm_gate::StormGate;
@@ -103,13 +105,8 @@ pub(crate) struct Worker {
     /// drain running between groups, so acknowledgements and live events
     /// are not held up for the whole storm.
     pub(crate) storm_gate: StormGate,
-    /// The write-coalescing flush tick (`sse.write_delay_ms`): wakes every
-    /// write held back for the window.
-    pub(crate) flush: LocalNotify,
-    /// Writes held back now; the flush task ticks only while there are any.
-    held_writes: Cell<usize>,
-    /// Wakes the flush task when the first write is held.
-    flush_wanted: LocalNotify,
+    /// The write-coalescing tick (`sse.write_delay_ms`).
+    pub(crate) flush: FlushTick,
     /// Wakes the ring drain from this thread. The sequencer's doorbell is a
     /// cross-thread wake, which monoio delivers only when the worker parks;
     /// a worker kept busy by a storm of connects or closes never parks, so
@@ -160,9 +157,7 @@ impl Worker {
             ring,
             storm_gate: StormGate::new(STORM_GROUP),
             inbox: LocalNotify::default(),
-            flush: LocalNotify::default(),
-            held_writes: Cell::new(0),
-            flush_wanted: LocalNotify::default(),
+            flush: FlushTick::new(cfg.sse.write_delay_ms),
             pending: Rc::new(Cell::new(0)),
             pending_budget: cfg.sse.max_queued_bytes / cfg.workers().max(1),
             draining: Cell::new(false),
@@ -205,32 +200,6 @@ impl Worker {
                     next_ping = Some(due + every);
                 }
             }
-        }
-    }
-
-    /// A stream holds its write for the coalescing window.
-    pub(crate) fn hold_write(&self) {
-        let n = self.held_writes.get();
-        self.held_writes.set(n + 1);
-        if n == 0 {
-            self.flush_wanted.notify();
-        }
-    }
-
-    /// A held write was released (by the tick, or its connection closing).
-    pub(crate) fn release_write(&self) {
-        self.held_writes
-            .set(self.held_writes.get().saturating_sub(1));
-    }
-
-    /// The coalescing flush tick: every `sse.write_delay_ms` while writes
-    /// are held, it releases them all at once. One timer per worker, not
-    /// one per connection: a write waits between 0 and the window.
-    pub(crate) async fn flush_writes(self: Rc<Self>, window: std::time::Duration) {
-        loop {
-            self.flush_wanted.until(|| self.held_writes.get() > 0).await;
-            monoio::time::sleep(window).await;
-            self.flush.notify();
         }
     }
 

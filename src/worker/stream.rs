@@ -162,12 +162,11 @@ async fn stream_frames(
             // sse.write_delay_ms: let more events join this write, until
             // the worker's next flush tick (at most the window away).
             held = true;
-            w.hold_write();
+            w.flush.hold(now_ns());
             monoio::select! {
-                _ = w.flush.next_many() => {}
+                _ = w.flush.released() => {}
                 _ = conn.killed() => {}
             }
-            w.release_write();
             continue;
         }
         if let Some(born) = front {
@@ -206,6 +205,8 @@ async fn stream_frames(
                 });
                 m.frames_delivered.fetch_add(p.frames, Relaxed);
                 m.bytes_written.fetch_add(n as u64, Relaxed);
+                // A busy worker may not reach its timers for a while.
+                w.flush.fire_if_due(t);
             }
             _ => {
                 tracing::debug!(conn = conn.id, request_id = %conn.request_id(), "write failed; client gone");
