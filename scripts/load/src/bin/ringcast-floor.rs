@@ -19,6 +19,9 @@
 //! the first event queued for it, as ringcast's `sse.write_delay_ms` holds
 //! it, so that the coalescing window can be judged against the floor too.
 //!
+//! Every second in which subscribers were written to, it prints the
+//! subscriber writes and the frames they carried so far to stderr.
+//!
 //! Bounded: a subscriber with more than `--max-queued` frames unwritten is
 //! closed (the load generator then reports it), a request head larger than
 //! 16 KiB or a body larger than 1 MiB closes its connection, and the process
@@ -96,6 +99,11 @@ struct Floor {
     window: Duration,
     /// When the last `epoll_wait` returned.
     now: Instant,
+    /// Subscriber `writev`s that wrote something, and the event frames
+    /// they completed: reported on stderr each second, so that a run can
+    /// tell coalescing (frames per write) from cheaper writes.
+    sub_writes: u64,
+    sub_frames: u64,
 }
 
 enum Request<'a> {
@@ -320,10 +328,16 @@ impl Floor {
             match conn.sock.write_vectored(&iov) {
                 Ok(mut n) => {
                     drop(iov);
+                    if conn.subscriber && n > 0 {
+                        self.sub_writes += 1;
+                    }
                     while n > 0 {
                         let left = conn.out[0].len() - conn.sent;
                         if n >= left {
                             n -= left;
+                            if conn.subscriber {
+                                self.sub_frames += 1;
+                            }
                             conn.out.pop_front();
                             conn.sent = 0;
                         } else {
@@ -412,7 +426,11 @@ fn main() {
         max_queued: args.max_queued,
         window: Duration::from_millis(args.write_delay_ms),
         now: Instant::now(),
+        sub_writes: 0,
+        sub_frames: 0,
     };
+    let mut next_report = Instant::now() + Duration::from_secs(1);
+    let mut reported = 0;
     let mut events = Events::with_capacity(1024);
     let end = Instant::now() + Duration::from_secs(args.max_s);
     loop {
@@ -453,6 +471,17 @@ fn main() {
             }
         }
         floor.flush_dirty();
+        if floor.now >= next_report {
+            next_report = floor.now + Duration::from_secs(1);
+            if floor.sub_writes != reported {
+                reported = floor.sub_writes;
+                // The SSE head counts as a frame: one per subscriber.
+                eprintln!(
+                    "ringcast-floor: subscriber writes {} frames {}",
+                    floor.sub_writes, floor.sub_frames
+                );
+            }
+        }
     }
 }
 
