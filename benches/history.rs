@@ -11,6 +11,7 @@ fn bench(c: &mut Criterion) {
         per_topic: 1024,
         max_bytes: 1 << 30,
         max_age_ms: 0,
+        ..Default::default()
     };
     let mut h = History::new(&cfg);
     let topics: Vec<Arc<str>> = (0..100)

@@ -2,13 +2,11 @@
 //! ([`NewEvent`]), an event once sequenced ([`Event`]), and the clocks its
 //! id and latency come from.
 //!
-//! Ids: the first id of a process is its start time in microseconds since
-//! the Unix epoch, and ids count up from there. Ids therefore stay plain
-//! increasing integers across restarts, and an id below this process's first
-//! id is recognisably from an earlier epoch.
+//! Ids follow the wall clock in nanoseconds (see `sequencer`), so they stay
+//! plain increasing integers across restarts and crashes.
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -42,18 +40,13 @@ pub struct Event {
     pub born_ns: u64,
 }
 
-/// Nanoseconds since the process's clock base; cheap and monotonic.
+/// Where [`now_ns`] starts: far enough above 0 that an event read back
+/// from the journal, sequenced before this process started, still has a
+/// time on this clock (its age) — up to 13 days back.
+const CLOCK_START_NS: u64 = 1 << 50;
+
+/// Nanoseconds on the process's clock; cheap and monotonic.
 pub fn now_ns() -> u64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
-/// The first id this process assigns.
-pub(crate) fn epoch_first_id() -> u64 {
-    static FIRST: OnceLock<u64> = OnceLock::new();
-    *FIRST.get_or_init(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64)
-    })
+    CLOCK_START_NS + BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }

@@ -31,7 +31,7 @@ mod verifier;
 pub(crate) use coverage::covers;
 pub(crate) use failure::Failure;
 pub(crate) use rate::{PublishRate, RateVerdict};
-pub(crate) use token::find_token;
+pub(crate) use token::{find_token, QUERY_PARAMETER};
 pub(crate) use verifier::Verifier;
 
 /// What a verified token allows.

@@ -73,8 +73,13 @@ impl Config {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 StartError::Config(format!("cannot read config file {}: {e}", path.display()))
             })?;
-            let table: toml::Table = toml::from_str(&text)
-                .map_err(|e| StartError::Config(format!("config file {}: {e}", path.display())))?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                StartError::Config(format!(
+                    "config file {}: {}",
+                    path.display(),
+                    one_line(&e.to_string())
+                ))
+            })?;
             for (section, v) in table {
                 let toml::Value::Table(keys) = v else {
                     return Err(StartError::Config(format!(
@@ -147,9 +152,11 @@ impl Config {
 
         let schema = Schema::of_defaults();
         let mut merged = toml::Table::new();
+        let mut sources = std::collections::BTreeMap::new();
         for (section, key, value, origin) in layers {
             schema.check_known(&section, &key, &origin)?;
             let value = check_key(&section, &key, value, &origin)?;
+            sources.insert(format!("{section}.{key}"), origin.0);
             merged
                 .entry(section)
                 .or_insert_with(|| toml::Value::Table(Default::default()))
@@ -157,12 +164,50 @@ impl Config {
                 .expect("sections are tables")
                 .insert(key, value);
         }
-        let cfg: Config = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| StartError::Config(format!("configuration: {e}")))?;
-        cfg.validate()?;
+        let mut cfg: Config =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    StartError::Config(format!("configuration: {}", one_line(&e.to_string())))
+                })?;
+        cfg.sources = super::Sources(sources);
+        let from = |key: &str| {
+            cfg.sources
+                .of(key)
+                .map_or_else(|| "the default".to_owned(), str::to_owned)
+        };
+        if let Err(bad) = cfg.check() {
+            return Err(StartError::Config(format!(
+                "bad value for `{}` (from {}): {}",
+                bad.key,
+                from(bad.key),
+                one_line(&bad.why)
+            )));
+        }
+        // An [auth] setting without a key would start a server open to
+        // anyone: the operator meant auth (and forgot the secret).
+        if !cfg.auth.enabled() {
+            if let Some((key, origin)) = cfg.sources.0.iter().find(|(k, _)| k.starts_with("auth."))
+            {
+                return Err(StartError::Config(format!(
+                    "`{key}` is set (from {origin}) but auth has no key: set auth.hs256_secret \
+                     or auth.public_key_file (an [auth] setting never starts a server open), \
+                     or remove the [auth] settings"
+                )));
+            }
+        }
         Ok(cfg)
     }
+}
+
+/// An error's text on one line: `toml`'s errors quote the offending line
+/// with a caret under it over several lines.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| matches!(c, '|' | '^' | ' ')))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// An environment value's TOML reading: a TOML literal when it parses as one
@@ -219,6 +264,6 @@ fn check_key(
     Err(StartError::Config(format!(
         "bad value for `{section}.{key}` (from {}): {}",
         origin.0,
-        first.trim().replace('\n', " ")
+        one_line(&first)
     )))
 }

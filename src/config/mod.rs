@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StartError;
 
+mod check;
 mod load;
 pub(crate) mod trusted_proxies;
 
@@ -35,6 +36,29 @@ pub struct Config {
     pub auth: Auth,
     /// `[cluster]`
     pub cluster: Cluster,
+    /// Where each key's value came from (not a key itself).
+    #[serde(skip)]
+    pub sources: Sources,
+}
+
+/// Where each key set by the operator came from (`section.key` → "file
+/// X", "environment RINGCAST_…", "flag --…"); keys left at their default
+/// are absent. Metadata: two configurations compare equal whatever their
+/// sources.
+#[derive(Debug, Clone, Default)]
+pub struct Sources(pub(crate) std::collections::BTreeMap<String, String>);
+
+impl PartialEq for Sources {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Sources {
+    /// Where `key` (`section.key`) came from, if it was set.
+    pub fn of(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
 }
 
 /// Which io driver the workers run.
@@ -47,19 +71,6 @@ pub enum IoDriver {
     IoUring,
     /// epoll-based legacy driver.
     Legacy,
-}
-
-/// Who keeps the order of events (`benches/results/performance/sequencer.md`:
-/// the worker costs a publish 31-46% less CPU; re-measure with
-/// `scripts/sequencer-ab.sh`).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SequencerKind {
-    /// A sequencer thread of its own: publishing workers hand it their
-    /// events over a bounded queue and wait for its acknowledgement.
-    Thread,
-    /// The publishing worker itself, under a short lock: no thread hop.
-    Worker,
 }
 
 /// `[server]`
@@ -83,8 +94,6 @@ pub struct Server {
     pub ingest_ring_bytes: usize,
     /// Publish requests waiting for the sequencer before 503.
     pub publish_queue_slots: usize,
-    /// Who keeps the order of events: a thread, or the publishing worker.
-    pub sequencer: SequencerKind,
     /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For`
     /// names the client for `limits.max_connections_per_ip`.
     pub trusted_proxies: Vec<String>,
@@ -101,7 +110,6 @@ impl Default for Server {
             ingest_ring_slots: 65_536,
             ingest_ring_bytes: 64 << 20,
             publish_queue_slots: 4096,
-            sequencer: SequencerKind::Worker,
             trusted_proxies: Vec::new(),
         }
     }
@@ -168,6 +176,12 @@ pub struct History {
     pub max_bytes: usize,
     /// Age after which events are dropped.
     pub max_age_ms: u64,
+    /// Directory of the on-disk journal that keeps history across
+    /// restarts; `None`: history in memory only.
+    pub dir: Option<PathBuf>,
+    /// Most milliseconds between two `fdatasync`s of the journal: what a
+    /// machine crash may take of the acknowledged events.
+    pub fsync_ms: u64,
 }
 
 impl Default for History {
@@ -176,6 +190,8 @@ impl Default for History {
             per_topic: 1024,
             max_bytes: 256 << 20,
             max_age_ms: 300_000,
+            dir: None,
+            fsync_ms: 1000,
         }
     }
 }
@@ -505,91 +521,10 @@ pub struct Overrides {
 }
 
 impl Config {
-    /// Semantic checks that types alone cannot express.
+    /// The checks that stop start-up, without the sources (see `load`).
     pub fn validate(&self) -> Result<(), StartError> {
-        let bad =
-            |key: &str, why: &str| Err(StartError::Config(format!("bad value for `{key}`: {why}")));
-        if self.server.listen.parse::<SocketAddr>().is_err() {
-            return bad("server.listen", "expected IP:PORT, e.g. 127.0.0.1:8080");
-        }
-        if self.server.workers == Some(0) {
-            return bad("server.workers", "must be at least 1");
-        }
-        if self.server.workers.is_some_and(|w| w > 1024) {
-            return bad("server.workers", "must be at most 1024");
-        }
-        if self.sse.write_delay_ms > 1000 {
-            return bad(
-                "sse.write_delay_ms",
-                "must be at most 1000 (it delays every event by up to that much)",
-            );
-        }
-        let positive: [(&str, u64); 11] = [
-            ("sse.heartbeat_ms", self.sse.heartbeat_ms),
-            ("sse.write_stall_ms", self.sse.write_stall_ms),
-            ("sse.slow_grace_ms", self.sse.slow_grace_ms),
-            ("sse.max_pending_bytes", self.sse.max_pending_bytes as u64),
-            ("sse.max_queued_bytes", self.sse.max_queued_bytes as u64),
-            (
-                "limits.topics_per_subscription",
-                self.limits.topics_per_subscription as u64,
-            ),
-            ("limits.max_event_bytes", self.limits.max_event_bytes as u64),
-            ("limits.max_body_bytes", self.limits.max_body_bytes as u64),
-            ("limits.header_timeout_ms", self.limits.header_timeout_ms),
-            (
-                "server.ingest_ring_slots",
-                self.server.ingest_ring_slots as u64,
-            ),
-            (
-                "server.ingest_ring_bytes",
-                self.server.ingest_ring_bytes as u64,
-            ),
-        ];
-        for (key, v) in positive {
-            if v == 0 {
-                return bad(key, "must be greater than 0");
-            }
-        }
-        if self.limits.max_header_bytes < 1024 {
-            return bad("limits.max_header_bytes", "must be at least 1024");
-        }
-        if self.server.publish_queue_slots == 0 {
-            return bad("server.publish_queue_slots", "must be greater than 0");
-        }
-        if let Err(why) = trusted_proxies::TrustedProxies::parse(&self.server.trusted_proxies) {
-            return bad("server.trusted_proxies", &why);
-        }
-        for s in &self.demo.symbols {
-            if crate::topic::validate_topic(s).is_err() {
-                return bad(
-                    "demo.symbols",
-                    "every symbol must be a valid topic, e.g. quotes.NASDAQ.AAPL",
-                );
-            }
-        }
-        if self.demo.events_per_sec > 1_000_000 {
-            return bad("demo.events_per_sec", "must be at most 1000000");
-        }
-        if self.auth.hs256_secret.as_deref() == Some("") {
-            return bad("auth.hs256_secret", "must not be empty");
-        }
-        if self.auth.delay_ms > 7 * 24 * 3_600_000 {
-            return bad("auth.delay_ms", "must be at most 604800000 (7 days)");
-        }
-        if self.limits.max_connections == 0 {
-            return bad("limits.max_connections", "must be greater than 0");
-        }
-        if let Err((key, why)) = self.cluster.check() {
-            return bad(key, &why);
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return bad(
-                "log.level",
-                "expected a level (error, warn, info, debug, trace) or a tracing filter",
-            );
-        }
-        Ok(())
+        self.check()
+            .map_err(|i| StartError::Config(format!("bad value for `{}`: {}", i.key, i.why)))
     }
 
     /// Worker count after applying the default (available cores).
@@ -647,7 +582,7 @@ mod tests {
         )
         .unwrap();
         let schema = load::Schema::of_defaults();
-        assert_eq!(schema.keys().count(), 50, "the schema lists every key");
+        assert_eq!(schema.keys().count(), 51, "the schema lists every key");
         for (section, key) in schema.keys() {
             let body = text
                 .split(&format!("[{section}]\n"))
@@ -703,7 +638,7 @@ mod tests {
             (("RINGCAST_LOG_FORMAT", "xml"), "log.format"),
             (
                 ("RINGCAST_SERVER_TRUSTED_PROXIES", "10.0.0.0/33"),
-                "`server.trusted_proxies`: \"10.0.0.0/33\": the prefix length",
+                "`server.trusted_proxies` (from environment RINGCAST_SERVER_TRUSTED_PROXIES): \"10.0.0.0/33\": the prefix length",
             ),
             (
                 (
@@ -728,11 +663,34 @@ mod tests {
                 ("RINGCAST_CLUSTER_PUBLISH_TIMEOUT_MS", "5"),
                 "cluster.publish_timeout_ms",
             ),
+            // Semantic checks name where the value came from too.
+            (
+                ("RINGCAST_HISTORY_PER_TOPIC", "0"),
+                "`history.per_topic` (from environment RINGCAST_HISTORY_PER_TOPIC)",
+            ),
+            (
+                ("RINGCAST_LOG_LEVEL", "warnig"),
+                "`log.level` (from environment RINGCAST_LOG_LEVEL): \"warnig\" is not a level",
+            ),
+            (
+                ("RINGCAST_HISTORY_MAX_BYTES", "99999999999999999999"),
+                "history.max_bytes` (from environment RINGCAST_HISTORY_MAX_BYTES)",
+            ),
+            // An [auth] setting without a key never starts a server open.
+            (
+                ("RINGCAST_AUTH_ISSUER", "https://auth.example.com/"),
+                "`auth.issuer` is set (from environment RINGCAST_AUTH_ISSUER) but auth has no key",
+            ),
+            (
+                ("RINGCAST_AUTH_DELAY_MS", "60000"),
+                "set auth.hs256_secret or auth.public_key_file",
+            ),
         ];
         for ((k, v), want) in cases {
             let err = load(&[(k, v)]).unwrap_err();
             assert_eq!(err.exit_code(), 2);
             assert!(err.to_string().contains(want), "{k}={v}: {err}");
+            assert!(!err.to_string().contains('\n'), "{k}={v}: one line: {err}");
         }
     }
 
@@ -773,6 +731,40 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("server.listn"), "{err}");
+        // A TOML syntax error: one line, naming the file and the line.
+        std::fs::write(&dir, "[sse]\nretry_ms = \n").unwrap();
+        let err = Config::load(
+            &Overrides {
+                config: Some(dir.clone()),
+                ..Default::default()
+            },
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(
+            err.contains(&dir.display().to_string()) && err.contains("line 2"),
+            "{err}"
+        );
+        // The sources are kept: a semantic error names the file.
+        std::fs::write(&dir, "[history]\nper_topic = 0\n").unwrap();
+        let err = Config::load(
+            &Overrides {
+                config: Some(dir.clone()),
+                ..Default::default()
+            },
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!(
+                "`history.per_topic` (from file {})",
+                dir.display()
+            )),
+            "{err}"
+        );
         std::fs::remove_file(&dir).unwrap();
         let err = Config::load(
             &Overrides {

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::event::NewEvent;
-use crate::sequencer::link::{Publish, Request};
-use crate::sequencer::{Ingest, PublishReq, SeqMsg};
 use crate::worker::Shared;
 
 /// The demo page, embedded: no external assets.
@@ -115,30 +113,7 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
                 // A full publish queue (or ring) means real publishers are
                 // pushing hard: the demo yields its tick rather than adding
                 // to the pressure.
-                let read_ns = crate::event::now_ns();
-                match &shared.ingest {
-                    Ingest::Worker(order) => {
-                        let _ = order.sequence(events, read_ns, None, None);
-                    }
-                    Ingest::Cluster(link) => {
-                        // One batch per tick; a busy or unreachable
-                        // cluster drops the tick.
-                        let _ = link.send(Request::Publish(Publish {
-                            origin: None,
-                            token: 0,
-                            events,
-                            key: None,
-                        }));
-                    }
-                    Ingest::Thread(tx) => {
-                        let _ = tx.try_send(SeqMsg::Publish(PublishReq {
-                            origin: None,
-                            token: 0,
-                            events,
-                            read_ns,
-                        }));
-                    }
-                }
+                shared.ingest.submit_detached(events);
             }
         })?;
     Ok(())

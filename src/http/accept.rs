@@ -48,16 +48,36 @@ fn defer_accept(s: &Socket, seconds: libc::c_int) -> std::io::Result<()> {
     )
 }
 
+/// How long a start waits for a port held by a listener that is going
+/// away: a process killed while an io_uring accept was pending keeps its
+/// listening socket until the kernel's io_uring teardown has run, 5-16 ms
+/// after the process is reaped (measured; a graceful stop closes its
+/// listeners itself, see [`stop_listening`]).
+const BIND_RETRY_FOR: Duration = Duration::from_millis(1500);
+
 /// Binds `n` listeners on `addr`. A port already used by anyone (even
 /// another ringcast with SO_REUSEPORT) is an error: a probe socket without
 /// SO_REUSEPORT binds first, which fails if the port is taken, and fixes the
-/// port when `addr` asks for port 0.
+/// port when `addr` asks for port 0. A port in use is tried again every
+/// few milliseconds for [`BIND_RETRY_FOR`], so that a node restarted right
+/// after a crash binds as soon as the kernel lets go of the old listener.
 pub(crate) fn bind(
     addr: SocketAddr,
     n: usize,
 ) -> Result<(Vec<StdListener>, SocketAddr), StartError> {
     let fatal = |e: std::io::Error| StartError::Fatal(format!("cannot listen on {addr}: {e}"));
-    let probe = socket(addr, false).map_err(fatal)?;
+    let until = std::time::Instant::now() + BIND_RETRY_FOR;
+    let probe = loop {
+        match socket(addr, false) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < until =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            other => break other.map_err(fatal)?,
+        }
+    };
     let actual = probe
         .local_addr()
         .map_err(fatal)?
@@ -73,6 +93,17 @@ pub(crate) fn bind(
         out.push(s.into());
     }
     Ok((out, actual))
+}
+
+/// Takes `listener` (a duplicate of a worker's) out of the listening
+/// state at once, for the drain: new connections are refused from then on
+/// (the balancer moves on), and those queued but not accepted yet are
+/// reset rather than left without an answer. Closing the descriptor would
+/// not do it: a pending io_uring accept holds the socket open.
+pub(crate) fn stop_listening(listener: &Socket) {
+    if let Err(e) = listener.shutdown(std::net::Shutdown::Both) {
+        tracing::debug!(error = %e, "listener shutdown");
+    }
 }
 
 /// Connections taken from the listen backlog at once after each accept.
@@ -142,9 +173,16 @@ pub(crate) async fn accept_loop(
                 }
                 w.kick_drain();
             }
+            Some(Err(_)) if w.shared.draining.load(std::sync::atomic::Ordering::Relaxed) => {
+                // The drain took the listener out of listening.
+                break;
+            }
             Some(Err(e)) => {
-                // EMFILE/ENFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(worker = w.idx, error = %e, "accept failed");
+                // EMFILE/ENFILE and friends: back off briefly instead of
+                // spinning, and log once a second at most.
+                if let Some(suppressed) = w.shared.accept_log.admit() {
+                    tracing::warn!(worker = w.idx, error = %e, suppressed, "accept failed");
+                }
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
         }

@@ -176,14 +176,18 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
         };
         w.timers.disarm_header(&conn);
         let keep_alive = head.keep_alive && !w.draining.get();
-        let out = match router::route(&w, conn.id, &head, body, &cors).await {
+        // An answer that says `Connection: close` closes: nothing after it
+        // on this connection runs (a client that believes the header sends
+        // its next request again elsewhere).
+        let (out, close) = match router::route(&w, conn.id, &head, body, &cors).await {
             Ok((status, bytes)) => {
                 w.metrics.response(status);
-                bytes
+                (bytes, !keep_alive)
             }
             Err(e) => {
                 w.metrics.response(e.status());
-                response::error(&e, &cors, keep_alive)
+                let close = !keep_alive || e.closes();
+                (response::error(&e, &cors, keep_alive), close)
             }
         };
         let res = if w.writes_in_flight.get() >= ANSWER_AHEAD_OF {
@@ -191,7 +195,7 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
         } else {
             stream.write_all(out).await.0.map(|_| ())
         };
-        if res.is_err() || !keep_alive {
+        if res.is_err() || close {
             return;
         }
         if via_proxy {

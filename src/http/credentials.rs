@@ -24,9 +24,26 @@ pub(super) fn authenticate(w: &Worker, conn: u64, head: &Head) -> Result<Option<
         };
         HttpError::Unauthorized(code, why.message())
     };
+    // Two credentials in one place: which one is meant is not ours to
+    // guess (a proxy may have added one). Cookies are the exception: a
+    // browser sends the one for the most specific path first (RFC 6265
+    // §5.4), and the first is taken.
+    if head.duplicate_authorization || count_access_tokens(head.query()) > 1 {
+        return Err(HttpError::BadRequest(
+            "duplicate_credentials",
+            "more than one Authorization header or access_token parameter; send one token",
+        ));
+    }
     let token = find_token(head.authorization(), head.query(), head.cookie())
         .ok_or_else(|| refuse(Failure::Missing))?;
     verifier.verify(&token, unix_ms()).map(Some).map_err(refuse)
+}
+
+/// How many `access_token` parameters the query holds.
+fn count_access_tokens(query: &str) -> usize {
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == crate::auth::QUERY_PARAMETER)
+        .count()
 }
 
 /// Milliseconds since the Unix epoch.

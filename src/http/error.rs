@@ -116,9 +116,13 @@ impl HttpError {
         )
     }
 
-    /// The JSON body: `{"error":"<code>","message":"<sentence>"}`.
+    /// The JSON body: `{"error":"<code>","message":"<sentence>"}` and a
+    /// newline.
     pub(crate) fn body(&self) -> String {
-        serde_json::json!({"error": self.code(), "message": self.message()}).to_string()
+        let mut b =
+            serde_json::json!({"error": self.code(), "message": self.message()}).to_string();
+        b.push('\n');
+        b
     }
 }
 

@@ -15,7 +15,6 @@ use super::error::HttpError;
 use super::head::{Head, Method};
 use super::query::parse_subscribe;
 use super::response;
-use std::rc::Rc;
 use std::time::Duration;
 
 use crate::auth::{Access, Grant};
@@ -23,7 +22,7 @@ use crate::frame;
 use crate::sequencer::link::{Fetch, Link, Request};
 use crate::sequencer::reply::{FetchNext, Reply};
 use crate::worker::conn::{Conn, Phase, Queued, REPLAYED};
-use crate::worker::{CatchUp, ReplyBox, StormPermit, Worker};
+use crate::worker::{CatchUp, StormPermit, Worker};
 
 /// Handles `GET`/`HEAD /events` on `conn`: answers refusals and errors
 /// itself, or registers the subscription, queues the head, `retry:` and
@@ -132,6 +131,13 @@ pub(super) async fn subscribe<'w>(
     // The head shares the request buffer's memory; the stream keeps only
     // the patterns, copied above.
     drop(head);
+    for ev in &catch_up.before_resync {
+        conn.push(Queued {
+            frame: ev.frame.clone(),
+            born_ns: REPLAYED,
+            topic: Some(ev.topic.clone()),
+        });
+    }
     if let Some(reason) = catch_up.resync {
         tracing::debug!(conn = conn.id, request_id = %conn.request_id(), reason, "resync");
         w.metrics.resyncs.fetch_add(1, Relaxed);
@@ -257,8 +263,10 @@ async fn from_jetstream(
     mut resync: Option<&'static str>,
     snapshot: bool,
 ) -> Remote {
-    let cell = Rc::new(ReplyBox::default());
-    let token = w.replies.borrow_mut().insert(cell.clone()) as u32;
+    let Some(slot) = w.reply_slot() else {
+        return Remote::Unavailable;
+    };
+    let token = slot.token();
     let wait =
         Duration::from_millis(w.shared.cfg.cluster.publish_timeout_ms) + Duration::from_secs(3);
     let stall = Duration::from_millis(w.shared.cfg.sse.write_stall_ms);
@@ -275,11 +283,7 @@ async fn from_jetstream(
         if link.send(req).is_err() {
             break Remote::Unavailable;
         }
-        let reply = monoio::select! {
-            r = cell.take() => Some(r),
-            _ = Box::pin(monoio::time::sleep(wait)) => None,
-        };
-        let Some(Reply::Fetched(f)) = reply else {
+        let Some(Reply::Fetched(f)) = w.reply_within(&slot, wait).await else {
             break Remote::Unavailable;
         };
         if f.next == FetchNext::Unavailable {
@@ -313,7 +317,6 @@ async fn from_jetstream(
             FetchNext::Unavailable => unreachable!("handled above"),
         }
     };
-    w.replies.borrow_mut().remove(token as usize);
     result
 }
 

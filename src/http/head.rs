@@ -76,6 +76,9 @@ pub(crate) struct Head {
     forwarded_for: Vec<Range<usize>>,
     /// `Authorization`, trimmed.
     authorization: Option<Range<usize>>,
+    /// More than one `Authorization` header was sent (refused while auth
+    /// is on: which one is meant is not ours to guess).
+    pub(crate) duplicate_authorization: bool,
     /// The first `Cookie` header that carries `ringcast_token`.
     cookie: Option<Range<usize>>,
     /// `Idempotency-Key` (a publish retried after a timeout, cluster mode).
@@ -95,9 +98,14 @@ impl Head {
         self.raw.len()
     }
 
-    /// Path without the query.
+    /// Path without the query (`/` for an absolute-form target with no
+    /// path, `http://host`).
     pub(crate) fn path(&self) -> &str {
-        self.text(&self.path)
+        if self.path.is_empty() {
+            "/"
+        } else {
+            self.text(&self.path)
+        }
     }
 
     /// Raw query string (without `?`), still percent-encoded.
@@ -168,6 +176,23 @@ fn span(base: &[u8], part: &[u8]) -> Range<usize> {
     start..start + part.len()
 }
 
+/// The origin-form part of an absolute-form request target:
+/// `http://host:port/p?q` → `/p?q` (empty when there is no path); any
+/// other target as it is.
+fn absolute_form_path(target: &str) -> &str {
+    let Some(rest) = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+    else {
+        return target;
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => &rest[i..],
+        Some(i) => &rest[i..],
+        None => &rest[rest.len()..],
+    }
+}
+
 /// Parses a request head from the start of `buf`. `Ok(None)` means more bytes
 /// are needed and leaves `buf` as it was; a complete head is split off the
 /// front of `buf`, which keeps what follows (body, pipelined requests). The
@@ -197,8 +222,10 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
         _ => Method::Other,
     };
     // httparse always yields a path on a complete head; the fallback only
-    // keeps this total.
-    let target = req.path.unwrap_or("");
+    // keeps this total. An absolute-form target (`http://host/path?q`,
+    // RFC 9112 §3.2.2, sent to proxies and accepted by servers) is read
+    // from its path on.
+    let target = absolute_form_path(req.path.unwrap_or(""));
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (span(base, p.as_bytes()), span(base, q.as_bytes())),
         None => {
@@ -223,19 +250,28 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
         request_id: None,
         forwarded_for: Vec::new(),
         authorization: None,
+        duplicate_authorization: false,
         cookie: None,
         idempotency_key: None,
     };
     let mut content_length: Option<usize> = None;
+    let mut hosts = 0;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value)
             .map_err(|_| HttpError::BadRequest("bad_request", "header value is not UTF-8"))?
             .trim();
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
+            // Digits only (RFC 9110 §8.6): `parse` would take `+3`.
             let n: usize = value
-                .parse()
-                .map_err(|_| HttpError::BadRequest("bad_request", "invalid Content-Length"))?;
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| value.parse().ok())
+                .flatten()
+                .ok_or(HttpError::BadRequest(
+                    "bad_request",
+                    "invalid Content-Length",
+                ))?;
             if content_length.is_some_and(|c| c != n) {
                 return Err(HttpError::BadRequest(
                     "bad_request",
@@ -278,7 +314,10 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
             head.request_id = Some(span(base, value.as_bytes()));
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             head.forwarded_for.push(span(base, value.as_bytes()));
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
         } else if name.eq_ignore_ascii_case("authorization") {
+            head.duplicate_authorization |= head.authorization.is_some();
             head.authorization = Some(span(base, value.as_bytes()));
         } else if name.eq_ignore_ascii_case("cookie")
             && head.cookie.is_none()
@@ -286,6 +325,15 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
         {
             head.cookie = Some(span(base, value.as_bytes()));
         }
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; none, or
+    // two that may disagree, is a 400 (a proxy and a server could each
+    // read a different one).
+    if hosts > 1 || (hosts == 0 && req.version == Some(1)) {
+        return Err(HttpError::BadRequest(
+            "bad_request",
+            "an HTTP/1.1 request needs exactly one Host header",
+        ));
     }
     if head.body == BodyKind::Chunked {
         if content_length.is_some() {
@@ -338,12 +386,12 @@ mod tests {
         assert_eq!(h.path(), "/publish");
         assert_eq!(h.query(), "");
 
-        let h = head(b"POST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nExpect: 100-continue\r\n\r\n");
+        let h = head(b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nExpect: 100-continue\r\n\r\n");
         assert_eq!(h.body, BodyKind::Chunked);
         assert!(!h.keep_alive);
         assert!(h.expect_continue);
 
-        let h = head(b"OPTIONS /events? HTTP/1.1\r\nOrigin:  http://a.test \r\nAccess-Control-Request-Headers: last-event-id\r\n\r\n");
+        let h = head(b"OPTIONS /events? HTTP/1.1\r\nHost: x\r\nOrigin:  http://a.test \r\nAccess-Control-Request-Headers: last-event-id\r\n\r\n");
         assert_eq!(h.method, Method::Options);
         assert_eq!(h.query(), "");
         assert_eq!(h.origin(), Some("http://a.test"));
@@ -364,20 +412,55 @@ mod tests {
             Err(HttpError::BadRequest(..))
         ));
         assert!(matches!(
-            parse(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n").0,
+            parse(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n").0,
             Err(HttpError::BadRequest(..))
         ));
         assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nOrigin: \xff\r\n\r\n").0,
+            parse(b"GET / HTTP/1.1\r\nHost: x\r\nOrigin: \xff\r\n\r\n").0,
             Err(HttpError::BadRequest(..))
         ));
         let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();
-        let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        let req = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
         assert!(matches!(
             parse(req.as_bytes()).0,
             Err(HttpError::HeadersTooLarge(_))
         ));
-        assert_eq!(head(b"DELETE / HTTP/1.1\r\n\r\n").method, Method::Other);
+        assert_eq!(
+            head(b"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n").method,
+            Method::Other
+        );
+        // Content-Length is digits only; HTTP/1.1 needs exactly one Host.
+        for bad in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x3\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse(bad).0, Err(HttpError::BadRequest(..))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            head(b"GET / HTTP/1.0\r\n\r\n").path(),
+            "/",
+            "HTTP/1.0 needs no Host"
+        );
+        // Absolute-form targets are read from their path on.
+        for (target, path, query) in [
+            ("http://h:8080/events?topic=a", "/events", "topic=a"),
+            ("https://h/publish", "/publish", ""),
+            ("http://h", "/", ""),
+            ("http://h?x=1", "/", "x=1"),
+        ] {
+            let h = head(format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+            assert_eq!((h.path(), h.query()), (path, query), "{target}");
+        }
+        let h = head(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n");
+        assert!(h.duplicate_authorization);
     }
 
     /// What a parse must guarantee whatever the input: a complete head takes
@@ -527,11 +610,13 @@ mod tests {
         ] {
             assert_eq!(is_sane_request_id(v), ok, "{v:?}");
         }
-        let mut buf =
-            BytesMut::from(&b"GET /events HTTP/1.1\r\nX-Request-ID:  abc-123 \r\n\r\n"[..]);
+        let mut buf = BytesMut::from(
+            &b"GET /events HTTP/1.1\r\nHost: x\r\nX-Request-ID:  abc-123 \r\n\r\n"[..],
+        );
         let h = parse_head(&mut buf).unwrap().unwrap();
         assert_eq!(h.request_id(), Some("abc-123"));
-        let mut buf = BytesMut::from(&b"GET /events HTTP/1.1\r\nX-Request-ID: a b\r\n\r\n"[..]);
+        let mut buf =
+            BytesMut::from(&b"GET /events HTTP/1.1\r\nHost: x\r\nX-Request-ID: a b\r\n\r\n"[..]);
         assert_eq!(parse_head(&mut buf).unwrap().unwrap().request_id(), None);
     }
 }

@@ -1,8 +1,7 @@
-//! `POST /publish`: validate the body (raw or ndjson), hand the events to
-//! the sequencer over its bounded queue (full means 503), wait for the
-//! acknowledgement that they are on every worker's ring, answer the ids.
+//! `POST /publish`: validate the body (raw or ndjson) and the token, hand
+//! the events to the worker's publish (the order, or the cluster bridge),
+//! answer the ids — or 503 when the publish was refused.
 
-use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use std::time::Instant;
@@ -16,12 +15,8 @@ use super::publish_body::{parse_publish_ndjson, parse_publish_raw};
 use super::response;
 use super::router::Answer;
 use crate::auth::RateVerdict;
-use crate::event::NewEvent;
-use crate::sequencer::link::{Link, Publish as ClusterPublish, Request};
-use crate::sequencer::order::{Full, Order};
-use crate::sequencer::reply::Reply;
-use crate::sequencer::{Ingest, PublishReq, SeqMsg};
-use crate::worker::{Ack, ReplyBox, Worker};
+use crate::sequencer::Ingest;
+use crate::worker::Worker;
 
 pub(super) async fn publish(
     w: &Worker,
@@ -78,21 +73,15 @@ pub(super) async fn publish(
         }
     }
     let many = head.ndjson;
-    let body = match &w.shared.ingest {
-        Ingest::Worker(order) => {
-            let (first, count) = sequence_here(w, order, events, read_ns).await?;
-            ack_body((0..u64::from(count)).map(|i| first + i), many)
-        }
-        Ingest::Thread(tx) => {
-            let (first, count) = sequence_on_thread(w, tx, events, read_ns).await?;
-            ack_body((0..u64::from(count)).map(|i| first + i), many)
-        }
-        Ingest::Cluster(link) => {
-            let key = idempotency_key(head)?;
-            let ids = publish_to_cluster(w, link, events, key).await?;
-            ack_body(ids.into_iter(), many)
-        }
+    let key = match w.shared.ingest {
+        Ingest::Cluster(_) => idempotency_key(head)?,
+        Ingest::Worker(_) => None,
     };
+    let ids = w
+        .publish(events, read_ns, key)
+        .await
+        .map_err(|r| HttpError::Unavailable(r.message, r.retry_after_s))?;
+    let body = ack_body(ids.ids().into_iter(), many);
     Ok((
         200,
         response::full(200, "application/json", cors, &body, keep_alive, false),
@@ -115,151 +104,14 @@ fn idempotency_key(head: &Head) -> Result<Option<Box<str>>, HttpError> {
     Ok(Some(k.into()))
 }
 
-/// How much longer than `cluster.publish_timeout_ms` a worker waits for
-/// the bridge's answer before it answers 503 itself (the bridge answers
-/// by the timeout plus its grace).
-const BRIDGE_SLACK: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Cluster mode: hands the events to the bridge, which publishes them
-/// into JetStream, and waits for its answer: the ids, or a 503.
-async fn publish_to_cluster(
-    w: &Worker,
-    link: &Link,
-    events: Vec<NewEvent>,
-    key: Option<Box<str>>,
-) -> Result<Vec<u64>, HttpError> {
-    const UNREACHABLE: HttpError = HttpError::Unavailable(
-        "the cluster's NATS JetStream is unreachable; retry shortly",
-        1,
-    );
-    if !link.is_connected() {
-        w.shared.global.publish_rejected.fetch_add(1, Relaxed);
-        return Err(UNREACHABLE);
-    }
-    let cell = Rc::new(ReplyBox::default());
-    let token = w.replies.borrow_mut().insert(cell.clone()) as u32;
-    let req = Request::Publish(ClusterPublish {
-        origin: Some(w.idx),
-        token,
-        events,
-        key,
-    });
-    if link.send(req).is_err() {
-        w.replies.borrow_mut().remove(token as usize);
-        w.shared.global.publish_rejected.fetch_add(1, Relaxed);
-        return Err(HttpError::Unavailable(
-            "publish queue is full; retry shortly",
-            1,
-        ));
-    }
-    let wait =
-        std::time::Duration::from_millis(w.shared.cfg.cluster.publish_timeout_ms) + BRIDGE_SLACK;
-    let reply = monoio::select! {
-        r = cell.take() => Some(r),
-        _ = Box::pin(monoio::time::sleep(wait)) => None,
-    };
-    w.replies.borrow_mut().remove(token as usize);
-    match reply {
-        Some(Reply::Published(Ok(ids))) => Ok(ids),
-        Some(Reply::Published(Err(refusal))) => {
-            w.shared.global.publish_rejected.fetch_add(1, Relaxed);
-            Err(HttpError::Unavailable(
-                refusal.message,
-                refusal.retry_after_s,
-            ))
-        }
-        _ => {
-            w.shared.global.publish_rejected.fetch_add(1, Relaxed);
-            Err(UNREACHABLE)
-        }
-    }
-}
-
-/// Hands the events to the sequencer thread and waits for its
-/// acknowledgement: the first id and the count.
-async fn sequence_on_thread(
-    w: &Worker,
-    tx: &crossbeam_channel::Sender<SeqMsg>,
-    events: Vec<NewEvent>,
-    read_ns: u64,
-) -> Result<(u64, u32), HttpError> {
-    let cell = Rc::new(Ack::default());
-    let token = w.acks.borrow_mut().insert(cell.clone()) as u32;
-    let req = SeqMsg::Publish(PublishReq {
-        origin: Some(w.idx),
-        token,
-        events,
-        read_ns,
-    });
-    if let Err(e) = tx.try_send(req) {
-        w.acks.borrow_mut().remove(token as usize);
-        w.shared.global.publish_rejected.fetch_add(1, Relaxed);
-        return Err(match e {
-            crossbeam_channel::TrySendError::Full(_) => {
-                HttpError::Unavailable("publish queue is full; retry shortly", 1)
-            }
-            crossbeam_channel::TrySendError::Disconnected(_) => {
-                HttpError::Unavailable("the server is shutting down", 1)
-            }
-        });
-    }
-    let ack = cell.wait().await;
-    w.acks.borrow_mut().remove(token as usize);
-    Ok(ack)
-}
-
-/// How long a publish waits for room in a full ring (worker-side order)
-/// before it is answered 503.
-const FULL_RING_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Sequences the events on this worker (`server.sequencer = "worker"`).
-/// Answered at once, unless this worker's fan-out is held back or behind:
-/// then it waits for the acknowledgement its own ring drain takes behind
-/// the events (a message to itself: no thread hop), so a held-back worker
-/// slows its publishers instead of letting them fill the rings. While a
-/// ring is full (the workers are behind) it waits outside the order's
-/// lock, retrying every millisecond, and gives up with 503 after
-/// `FULL_RING_WAIT`.
-async fn sequence_here(
-    w: &Worker,
-    order: &Order,
-    mut events: Vec<NewEvent>,
-    read_ns: u64,
-) -> Result<(u64, u32), HttpError> {
-    let cell = Rc::new(Ack::default());
-    let token = w.acks.borrow_mut().insert(cell.clone()) as u32;
-    let give_up = Instant::now() + FULL_RING_WAIT;
-    loop {
-        let behind = w.fanout_behind();
-        match order.sequence(events, read_ns, Some(w.idx), behind.then_some(token)) {
-            Ok(ack) => {
-                w.inbox.notify();
-                let ack = if behind { cell.wait().await } else { ack };
-                w.acks.borrow_mut().remove(token as usize);
-                return Ok(ack);
-            }
-            Err(Full(back)) => events = back,
-        }
-        if Instant::now() >= give_up || w.shared.draining.load(Relaxed) {
-            w.acks.borrow_mut().remove(token as usize);
-            w.shared.global.publish_rejected.fetch_add(1, Relaxed);
-            return Err(HttpError::Unavailable(
-                "the workers are behind (ingest rings full); retry shortly",
-                1,
-            ));
-        }
-        // This worker's own ring drain runs meanwhile.
-        Box::pin(monoio::time::sleep(std::time::Duration::from_millis(1))).await;
-    }
-}
-
 /// The acknowledgement: `{"id":"<id>"}` for a raw publish (the first of
-/// `ids`), `{"ids":["<id>",...]}` for a batch. Ids are decimal, so nothing
-/// needs escaping and the JSON is written straight into one buffer sized
-/// for the longest ids.
+/// `ids`), `{"ids":["<id>",...]}` for a batch, each ending in a newline (so
+/// that a terminal prompt after `curl` starts on a line of its own). Ids
+/// are decimal, so nothing needs escaping and the JSON is written straight
+/// into one buffer sized for the longest ids.
 fn ack_body(ids: impl Iterator<Item = u64>, many: bool) -> Vec<u8> {
     // A u64 is at most 20 digits; each id also takes two quotes and a comma.
-    let mut out = Vec::with_capacity(10 + 23 * if many { ids.size_hint().0 } else { 1 });
+    let mut out = Vec::with_capacity(11 + 23 * if many { ids.size_hint().0 } else { 1 });
     let mut ids = ids;
     if many {
         out.extend_from_slice(b"{\"ids\":[");
@@ -271,11 +123,11 @@ fn ack_body(ids: impl Iterator<Item = u64>, many: bool) -> Vec<u8> {
             crate::frame::push_decimal(&mut out, id);
             out.push(b'"');
         }
-        out.extend_from_slice(b"]}");
+        out.extend_from_slice(b"]}\n");
     } else {
         out.extend_from_slice(b"{\"id\":\"");
         crate::frame::push_decimal(&mut out, ids.next().unwrap_or(0));
-        out.extend_from_slice(b"\"}");
+        out.extend_from_slice(b"\"}\n");
     }
     out
 }
@@ -287,11 +139,11 @@ mod tests {
     #[test]
     fn ack_bytes() {
         let cases: &[(u64, u32, bool, &str)] = &[
-            (7, 1, false, r#"{"id":"7"}"#),
-            (u64::MAX, 1, false, r#"{"id":"18446744073709551615"}"#),
-            (7, 1, true, r#"{"ids":["7"]}"#),
-            (9, 3, true, r#"{"ids":["9","10","11"]}"#),
-            (1, 0, true, r#"{"ids":[]}"#),
+            (7, 1, false, "{\"id\":\"7\"}\n"),
+            (u64::MAX, 1, false, "{\"id\":\"18446744073709551615\"}\n"),
+            (7, 1, true, "{\"ids\":[\"7\"]}\n"),
+            (9, 3, true, "{\"ids\":[\"9\",\"10\",\"11\"]}\n"),
+            (1, 0, true, "{\"ids\":[]}\n"),
         ];
         for &(first, count, many, want) in cases {
             assert_eq!(
@@ -312,7 +164,9 @@ mod tests {
         } else {
             serde_json::json!({ "id": first.to_string() })
         };
-        v.to_string().into_bytes()
+        let mut out = v.to_string().into_bytes();
+        out.push(b'\n');
+        out
     }
 
     proptest::proptest! {

@@ -26,13 +26,15 @@ pub(super) async fn route(
     let head_only = head.method == Method::Head;
     let get_like = matches!(head.method, Method::Get | Method::Head);
     let json = |status: u16, v: &serde_json::Value| {
+        let mut body = v.to_string();
+        body.push('\n');
         (
             status,
             response::full(
                 status,
                 "application/json",
                 cors,
-                v.to_string().as_bytes(),
+                body.as_bytes(),
                 keep_alive,
                 head_only,
             ),
@@ -83,7 +85,9 @@ pub(super) async fn route(
                 ),
             ))
         }
-        "/healthz" | "/readyz" | "/metrics" => Err(HttpError::MethodNotAllowed("GET, HEAD")),
+        "/healthz" | "/readyz" | "/metrics" | "/stats" => {
+            Err(HttpError::MethodNotAllowed("GET, HEAD"))
+        }
         "/" if w.shared.cfg.demo.enabled && get_like => {
             let page = crate::demo::PAGE.as_bytes();
             Ok((

@@ -1,7 +1,8 @@
 //! Threads: one monoio runtime per worker (io_uring, or the legacy driver
-//! with a warning), each pinned to its core; the sequencer thread when
-//! `server.sequencer = "thread"`; and the demo feed when asked for. Config in, a running [`Server`] out. The top of
-//! the import graph: it assembles every stage and nothing imports it.
+//! with a warning), each pinned to its core; the journal's writer with
+//! `history.dir`, the NATS bridge in cluster mode, and the demo feed when
+//! asked for. Config in, a running [`Server`] out. The top of the import
+//! graph: it assembles every stage and nothing imports it.
 
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
@@ -9,12 +10,14 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use crate::config::{Config, SequencerKind};
+use crate::config::Config;
 use crate::error::StartError;
 use crate::ops::metrics::GlobalMetrics;
+use crate::sequencer::journal;
 use crate::sequencer::order::Order;
-use crate::sequencer::ring::{ring, RingRx};
-use crate::sequencer::{Ingest, Sequencer};
+use crate::sequencer::ring::{ring, RingRx, RingTx};
+use crate::sequencer::Ingest;
+use crate::worker::history::History;
 use crate::worker::{Shared, Worker};
 
 mod driver;
@@ -52,6 +55,12 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
     }
     let n = cfg.workers();
     let (listeners, addr) = crate::http::accept::bind(cfg.listen_addr(), n)?;
+    // Duplicates of the listeners, for the drain to stop them listening.
+    let stoppers = listeners
+        .iter()
+        .map(|l| l.try_clone().map(socket2::Socket::from))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StartError::Fatal(format!("cannot duplicate a listener: {e}")))?;
     let mut txs = Vec::with_capacity(n);
     let mut rxs = Vec::with_capacity(n);
     for _ in 0..n {
@@ -70,32 +79,14 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
     let pin = cfg.server.pin_cores;
     let issued = Arc::new(AtomicU64::new(0));
     let global = Arc::new(GlobalMetrics::default());
-    let ingest = match cfg.server.sequencer {
-        _ if cfg.cluster.enabled() => Ingest::Cluster(crate::cluster::start(
-            &cfg,
-            txs,
-            global.clone(),
-            issued.clone(),
-        )?),
-        SequencerKind::Worker => {
-            Ingest::Worker(Arc::new(Order::new(txs, global.clone(), issued.clone())))
-        }
-        SequencerKind::Thread => {
-            let (seq_tx, seq_rx) = crossbeam_channel::bounded(cfg.server.publish_queue_slots);
-            let seq = Sequencer::new(seq_rx, txs, global.clone(), issued.clone());
-            std::thread::Builder::new()
-                .name("ringcast-seq".into())
-                .spawn(move || seq.run())
-                .map_err(|e| {
-                    StartError::Fatal(format!("cannot start the sequencer thread: {e}"))
-                })?;
-            Ingest::Thread(seq_tx)
-        }
+    let (ingest, epoch_first, seed) = if cfg.cluster.enabled() {
+        let link = crate::cluster::start(&cfg, txs, global.clone(), issued.clone())?;
+        (Ingest::Cluster(link), 0, None)
+    } else {
+        let (order, epoch_first, seed) = order(&cfg, txs, &global, &issued)?;
+        (Ingest::Worker(Arc::new(order)), epoch_first, seed)
     };
-    let mut shared = Shared::new(cfg, ingest, issued);
-    shared.global = global;
-    shared.auth = auth;
-    let shared = Arc::new(shared);
+    let shared = Arc::new(Shared::new(cfg, ingest, issued, epoch_first, global, auth));
 
     let cores = if pin {
         core_affinity::get_core_ids().unwrap_or_default()
@@ -110,6 +101,8 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
     let mut workers = Vec::with_capacity(n);
     for (idx, (listener, rx)) in listeners.into_iter().zip(rxs).enumerate() {
         let shared = shared.clone();
+        // Each worker keeps its own index over the same restored frames.
+        let seed = seed.clone();
         let core = cores.get(idx % cores.len().max(1)).copied();
         let ready = ready_tx.clone();
         let done = done_tx.clone();
@@ -134,8 +127,7 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
                     worker_main(
                         idx,
                         shared,
-                        listener,
-                        rx,
+                        Inputs { seed, listener, rx },
                         ready.clone(),
                         alive,
                         matches!(driver, Driver::Legacy),
@@ -169,24 +161,84 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
     Ok(Server {
         shared,
         addr,
+        stoppers,
         workers,
         done: done_rx,
         driver: driver.name(),
     })
 }
 
+/// The single-node order, from `history.dir`'s journal when set: the
+/// order, the first id of this server's history (older ids are another
+/// epoch), and the history read back.
+fn order(
+    cfg: &Config,
+    rings: Vec<RingTx>,
+    global: &Arc<GlobalMetrics>,
+    issued: &Arc<AtomicU64>,
+) -> Result<(Order, u64, Option<History>), StartError> {
+    let Some(dir) = &cfg.history.dir else {
+        let first = crate::sequencer::first_id(0);
+        let order = Order::new(rings, None, first, global.clone(), issued.clone());
+        return Ok((order, first, None));
+    };
+    let mut history = crate::worker::fresh_history(cfg);
+    let delay_ms = if cfg.auth.enabled() {
+        cfg.auth.delay_ms
+    } else {
+        0
+    };
+    let settings = journal::Settings {
+        dir,
+        fsync_ms: cfg.history.fsync_ms,
+        retention: journal::Retention {
+            max_bytes: cfg.history.max_bytes as u64,
+            max_age_ns: if cfg.history.max_age_ms == 0 {
+                0
+            } else {
+                cfg.history
+                    .max_age_ms
+                    .saturating_add(delay_ms)
+                    .saturating_mul(1_000_000)
+            },
+        },
+        ring_slots: cfg.server.ingest_ring_slots,
+        ring_bytes: cfg.server.ingest_ring_bytes,
+    };
+    let (journal, restored) = journal::open(settings, |batch| {
+        history.append(batch, crate::event::now_ns());
+    })?;
+    history.restore_marks(restored.floor, &restored.gaps);
+    issued.store(restored.last_id, std::sync::atomic::Ordering::Release);
+    let order = Order::new(
+        rings,
+        Some(journal),
+        restored.next_id,
+        global.clone(),
+        issued.clone(),
+    );
+    Ok((order, restored.lineage, Some(history)))
+}
+
+/// What one worker starts from: its restored history, its listener and
+/// its ring.
+struct Inputs {
+    seed: Option<History>,
+    listener: std::net::TcpListener,
+    rx: RingRx,
+}
+
 async fn worker_main(
     idx: usize,
     shared: Arc<Shared>,
-    listener: std::net::TcpListener,
-    rx: RingRx,
+    Inputs { seed, listener, rx }: Inputs,
     ready: Sender<Result<(), String>>,
     alive: Option<(std::time::Duration, Option<std::time::Duration>)>,
     legacy: bool,
 ) -> Result<(), String> {
     let listener = monoio::net::TcpListener::from_std(listener)
         .map_err(|e| format!("worker {idx}: cannot register listener: {e}"))?;
-    let w = Rc::new(Worker::new(idx, shared, rx.probe()));
+    let w = Rc::new(Worker::new(idx, shared, rx.probe(), seed));
     monoio::spawn(crate::worker::drain_ring(w.clone(), rx));
     monoio::spawn(w.clone().timer_loop());
     monoio::spawn(w.clone().pace_storms());

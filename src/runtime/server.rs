@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use crate::ops::notify::notify_systemd;
-use crate::sequencer::link::Request;
-use crate::sequencer::{Ingest, SeqMsg};
+use crate::sequencer::Ingest;
 use crate::worker::Shared;
 
 /// A running server.
@@ -20,6 +19,8 @@ use crate::worker::Shared;
 pub struct Server {
     pub(crate) shared: Arc<Shared>,
     pub(crate) addr: SocketAddr,
+    /// Duplicates of the workers' listeners (see `accept::stop_listening`).
+    pub(crate) stoppers: Vec<socket2::Socket>,
     pub(crate) workers: Vec<JoinHandle<()>>,
     /// One message per worker thread that has finished.
     pub(crate) done: Receiver<usize>,
@@ -74,18 +75,17 @@ impl Server {
         clean
     }
 
-    /// Starts draining: `/readyz` answers 503 at once; the drain marker goes
-    /// through the sequencer, so every event acknowledged before it reaches
-    /// the workers first.
+    /// Starts draining: publishes are refused and `/readyz` answers 503 at
+    /// once, the listeners stop listening (a new connection is refused, never
+    /// accepted and left without an answer), and the drain marker goes
+    /// through the order, so every event acknowledged before it reaches the
+    /// workers (and the journal) first.
     fn begin_shutdown(&self) {
         if !self.shared.draining.swap(true, Relaxed) {
-            match &self.shared.ingest {
-                Ingest::Worker(order) => order.drain(),
-                Ingest::Cluster(link) => link.send_waiting(Request::Drain),
-                Ingest::Thread(tx) => {
-                    let _ = tx.send(SeqMsg::Drain);
-                }
+            for l in &self.stoppers {
+                crate::http::accept::stop_listening(l);
             }
+            self.shared.ingest.drain();
         }
     }
 
@@ -97,16 +97,31 @@ impl Server {
         while left > 0 {
             let now = Instant::now();
             if now >= deadline {
-                return false;
+                break;
             }
             match self.done.recv_timeout(deadline - now) {
                 Ok(_) => left -= 1,
-                Err(_) => return false,
+                Err(_) => break,
             }
         }
-        for h in self.workers {
-            let _ = h.join();
+        if left == 0 {
+            for h in self.workers {
+                let _ = h.join();
+            }
         }
-        true
+        // The journal's close record, even when connections were cut: a
+        // restart then knows nothing is missing after the last event. It
+        // was asked for at the start of the drain and takes milliseconds.
+        let journal = match &self.shared.ingest {
+            Ingest::Worker(order) => {
+                let rest = deadline.saturating_duration_since(Instant::now());
+                order.wait_journal(rest.max(Duration::from_secs(2)))
+            }
+            Ingest::Cluster(_) => true,
+        };
+        if !journal {
+            tracing::warn!("history.dir: the journal did not close in time; a restart will treat this stop as a crash");
+        }
+        left == 0 && journal
     }
 }

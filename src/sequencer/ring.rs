@@ -72,6 +72,15 @@ impl Doorbell {
     }
 }
 
+/// Wakes a thread parked in [`RingRx::wait_blocking`].
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
 /// The frame bytes a ring holds, against its byte bound: the slots bound
 /// the messages, but one message may be a batch of thousands of events, so
 /// the slots alone do not bound the memory of a backlog.
@@ -271,6 +280,23 @@ impl RingRx {
         Some(msg)
     }
 
+    /// Blocks the calling thread until the ring is non-empty or `timeout`
+    /// passes, for a consumer that is a plain thread (the journal's), with
+    /// the same doorbell protocol as [`RingRx::wait`].
+    pub fn wait_blocking(&self, timeout: std::time::Duration) {
+        if !self.rx.is_empty() {
+            return;
+        }
+        *self.bell.waker.lock().expect("doorbell lock") =
+            Some(Waker::from(Arc::new(ThreadWaker(std::thread::current()))));
+        self.bell.armed.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.rx.is_empty() {
+            std::thread::park_timeout(timeout);
+        }
+        self.bell.armed.store(false, Ordering::SeqCst);
+    }
+
     /// Waits until the ring is non-empty, arming the doorbell before parking.
     pub async fn wait(&self) {
         poll_fn(|cx| {
@@ -338,21 +364,50 @@ mod tests {
     fn the_thread_waits_for_the_worker_past_the_bound_and_says_so() {
         let (tx, rx) = ring(64, 100);
         assert_eq!(tx.push(batch(&[200])), Pushed::Immediately);
-        let consumer = std::thread::spawn(move || {
-            let mut taken = 0;
-            while taken < 2 {
-                if let Some(Msg::Events(_)) = rx.try_pop() {
-                    taken += 1;
-                }
-            }
-            rx
+        // The producer rings the doorbell while it waits for room: arm it
+        // with this thread's waker and park until it rings, which proves
+        // the producer is waiting; only then take the batch it waits on.
+        *rx.bell.waker.lock().unwrap() =
+            Some(Waker::from(Arc::new(ThreadWaker(std::thread::current()))));
+        rx.bell.armed.store(true, Ordering::SeqCst);
+        let producer = std::thread::spawn(move || {
+            tx.push(batch(&[50]))
+                .eq(&Pushed::AfterWaiting)
+                .then_some(tx)
         });
-        assert_eq!(tx.push(batch(&[50])), Pushed::AfterWaiting);
+        while rx.bell.armed.load(Ordering::SeqCst) {
+            std::thread::park();
+        }
+        assert!(matches!(rx.try_pop(), Some(Msg::Events(_))));
+        let tx = producer.join().unwrap().expect("the push said it waited");
+        assert!(matches!(rx.try_pop(), Some(Msg::Events(_))));
+        let consumer = std::thread::spawn(move || rx);
         let rx = consumer.join().unwrap();
         assert_eq!(tx.bytes(), 0);
         // A worker that is gone never blocks the producer.
         assert_eq!(tx.push(batch(&[200])), Pushed::Immediately);
         drop(rx);
         assert_eq!(tx.push(batch(&[10])), Pushed::Closed);
+    }
+
+    #[test]
+    fn a_thread_consumer_sleeps_until_a_push_or_its_timeout() {
+        let (tx, rx) = ring(8, usize::MAX);
+        let t = std::time::Instant::now();
+        rx.wait_blocking(std::time::Duration::from_millis(30));
+        assert!(
+            t.elapsed() >= std::time::Duration::from_millis(30),
+            "timed out, empty"
+        );
+        let pusher = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            tx.push(batch(&[1]))
+        });
+        rx.wait_blocking(std::time::Duration::from_secs(30));
+        assert!(
+            matches!(rx.try_pop(), Some(Msg::Events(_))),
+            "woken by the push"
+        );
+        assert_eq!(pusher.join().unwrap(), Pushed::Immediately);
     }
 }

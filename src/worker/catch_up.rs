@@ -9,11 +9,15 @@ use std::sync::atomic::Ordering::Acquire;
 
 use super::history::Gap;
 use super::Worker;
-use crate::event::{epoch_first_id, Event};
+use crate::event::Event;
 
 /// The catch-up of one subscription.
 #[derive(Debug)]
 pub(crate) struct CatchUp {
+    /// Replayed events sent before the `resync`: what history holds up to
+    /// ids that were lost (a crash), so the client reads all it can before
+    /// it is told.
+    pub(crate) before_resync: Vec<Event>,
     /// Replayed events, or the snapshot, in id order.
     pub(crate) events: Vec<Event>,
     /// Why continuity could not be proven, if so.
@@ -65,6 +69,7 @@ impl Worker {
         let upto = self.last_seen.get();
         if after >= upto {
             return CatchUp {
+                before_resync: Vec::new(),
                 events: Vec::new(),
                 resync: None,
                 resume_after: after,
@@ -72,12 +77,14 @@ impl Worker {
         }
         match self.history.borrow().replay(patterns, after, upto) {
             Ok(events) => CatchUp {
+                before_resync: Vec::new(),
                 events,
                 resync: None,
                 resume_after: after,
             },
             // Evicted while JetStream was read: continuity is lost.
             Err(Gap::Expired) => CatchUp {
+                before_resync: Vec::new(),
                 events: Vec::new(),
                 resync: Some("history_expired"),
                 resume_after: 0,
@@ -93,7 +100,8 @@ impl Worker {
         snapshot: bool,
     ) -> CatchUp {
         let h = self.history.borrow();
-        let fresh = |resync| CatchUp {
+        let fresh = |resync, before_resync| CatchUp {
+            before_resync,
             events: if snapshot {
                 h.snapshot(patterns, upto)
             } else {
@@ -103,34 +111,43 @@ impl Worker {
             resume_after: 0,
         };
         let Some(raw) = last_event_id else {
-            return fresh(None);
+            return fresh(None, Vec::new());
         };
         let Ok(id) = raw.trim().parse::<u64>() else {
-            return fresh(Some("invalid_id"));
+            return fresh(Some("invalid_id"), Vec::new());
         };
         match self.shared.cluster() {
             // Cluster mode: ids are stream sequences, and this worker's
             // history starts where the node began reading the stream;
             // anything older is JetStream's to serve (the caller asks it).
             Some(link) if id < link.floor.load(Acquire) => {
-                return fresh(Some("history_expired"));
+                return fresh(Some("history_expired"), Vec::new());
             }
             Some(_) => {}
-            None if id < epoch_first_id() => return fresh(Some("epoch")),
+            None if id < self.shared.epoch_first => return fresh(Some("epoch"), Vec::new()),
             None => {}
         }
+        // Ids after `from` were lost (a crash, with `history.dir`): the
+        // client gets what is kept up to there, then `resync`.
+        if let Some(from) = h.gap_after(id) {
+            return match h.replay(patterns, id, from.min(upto)) {
+                Ok(before) => fresh(Some("epoch"), before),
+                Err(Gap::Expired) => fresh(Some("history_expired"), Vec::new()),
+            };
+        }
         // An id this worker has not fanned out yet (another worker is ahead)
-        // is still known once the sequencer has given it out.
+        // is still known once the order has given it out.
         if id > upto.max(self.shared.issued.load(Acquire)) {
-            return fresh(Some("unknown_id"));
+            return fresh(Some("unknown_id"), Vec::new());
         }
         match h.replay(patterns, id, upto) {
             Ok(events) => CatchUp {
+                before_resync: Vec::new(),
                 events,
                 resync: None,
                 resume_after: id,
             },
-            Err(Gap::Expired) => fresh(Some("history_expired")),
+            Err(Gap::Expired) => fresh(Some("history_expired"), Vec::new()),
         }
     }
 }
@@ -150,7 +167,7 @@ mod tests {
             id,
             topic: Arc::from(topic),
             frame: Bytes::from(format!("id: {id}\n\n")),
-            born_ns: 1,
+            born_ns: crate::event::now_ns(),
         }
     }
 
@@ -161,7 +178,7 @@ mod tests {
     #[test]
     fn decides_between_replay_resync_and_snapshot() {
         let w = Worker::for_test(Config::default());
-        let first = epoch_first_id();
+        let first = w.shared.epoch_first;
         let (a, b, c) = (first + 1, first + 2, first + 3);
         w.fan_out(&[ev(a, "q.a"), ev(b, "q.b"), ev(c, "q.a")], usize::MAX, 0);
         w.shared.issued.store(c + 5, Relaxed);
@@ -190,5 +207,33 @@ mod tests {
                 "{last:?} snapshot={snapshot}"
             );
         }
+    }
+
+    #[test]
+    fn a_resume_across_lost_ids_gets_what_is_kept_then_resync() {
+        let w = Worker::for_test(Config::default());
+        let first = w.shared.epoch_first;
+        let (a, b, c) = (first + 1, first + 2, first + 50);
+        w.fan_out(&[ev(a, "q.a"), ev(b, "q.a"), ev(c, "q.a")], usize::MAX, 0);
+        // A crash lost the ids between b and c.
+        w.history.borrow_mut().restore_marks(0, &[(b, c)]);
+        let p = pats(&["q.a"]);
+        let got = w.catch_up(&p, Some(&a.to_string()), true);
+        let ids = |v: &[Event]| v.iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&got.before_resync),
+            vec![b],
+            "what is kept up to the loss"
+        );
+        assert_eq!(got.resync, Some("epoch"));
+        assert_eq!(ids(&got.events), vec![c], "then the snapshot");
+        assert_eq!(got.resume_after, 0);
+        // Inside the lost range: told at once.
+        let got = w.catch_up(&p, Some(&(b + 3).to_string()), false);
+        assert!(got.before_resync.is_empty());
+        assert_eq!(got.resync, Some("epoch"));
+        // After it: an ordinary replay.
+        let got = w.catch_up(&p, Some(&c.to_string()), false);
+        assert_eq!((got.resync, got.resume_after), (None, c));
     }
 }

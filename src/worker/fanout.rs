@@ -411,14 +411,14 @@ impl Worker {
                 first,
                 count,
             } => {
-                if let Some(cell) = self.acks.borrow().get(token as usize) {
+                if let Some(cell) = self.acks.get(token) {
                     cell.complete((first, count));
                 }
             }
             Msg::Drain => self.begin_drain(),
             Msg::Epoch => self.new_epoch(),
             Msg::Reply { token, reply } => {
-                if let Some(cell) = self.replies.borrow().get(token as usize) {
+                if let Some(cell) = self.replies.get(token) {
                     cell.put(*reply);
                 }
             }
@@ -498,7 +498,7 @@ mod tests {
             id,
             topic: Arc::from(topic),
             frame: Bytes::from(vec![b'x'; len]),
-            born_ns: 1,
+            born_ns: crate::event::now_ns(),
         }
     }
 
@@ -926,7 +926,7 @@ mod tests {
                 for &(topic, len) in items {
                     c.push(Queued {
                         frame: Bytes::from(vec![b'q'; len]),
-                        born_ns: topic.map_or(0, |_| 1),
+                        born_ns: topic.map_or(0, |_| crate::event::now_ns()),
                         topic: topic.map(Arc::from),
                     });
                 }

@@ -34,7 +34,7 @@ use crate::topic::{is_wildcard, matches, TopicMap};
 /// Tombstones kept before they are folded into the watermark.
 const MAX_TOMBSTONES: usize = 100_000;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct TopicLog {
     /// Never empty: an emptied log becomes a tombstone.
     events: VecDeque<Event>,
@@ -50,7 +50,7 @@ pub enum Gap {
 }
 
 /// The history of one worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct History {
     per_topic: usize,
     max_bytes: usize,
@@ -74,6 +74,10 @@ pub struct History {
     /// Events younger than this are not evicted by the per-topic count:
     /// the delayed view still needs them (`auth.delay_ms`; 0 = none).
     keep_young_ns: u64,
+    /// Ids lost to a crash or a cut journal record, `(from, to)`
+    /// exclusive, oldest first (`history.dir`): a replay that would cross
+    /// one stops at `from` and the client is told.
+    gaps: Vec<(u64, u64)>,
 }
 
 /// A subscription's patterns split by how history finds them.
@@ -102,7 +106,7 @@ impl<'a> Lookup<'a> {
 
 /// The retained topics by token: a wildcard pattern visits only the
 /// branches it can match.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct TopicTrie {
     children: TopicMap<Box<str>, TopicTrie>,
     /// The topic that ends here, if any.
@@ -192,7 +196,26 @@ impl History {
             last_id: 0,
             forgotten_upto: 0,
             keep_young_ns: 0,
+            gaps: Vec::new(),
         }
+    }
+
+    /// What the journal knows beyond the events it handed back
+    /// (`history.dir`): events up to `floor` may have been deleted, and the
+    /// ids of each gap were lost.
+    pub fn restore_marks(&mut self, floor: u64, gaps: &[(u64, u64)]) {
+        self.forgotten_upto = self.forgotten_upto.max(floor);
+        self.gaps = gaps.to_vec();
+        self.gaps.sort_unstable();
+    }
+
+    /// Where a replay after `after` must stop because ids after it were
+    /// lost: the `from` of the first gap it would cross.
+    pub fn gap_after(&self, after: u64) -> Option<u64> {
+        self.gaps
+            .iter()
+            .find(|&&(_, to)| after < to)
+            .map(|&(from, _)| from)
     }
 
     /// The retention of a server with delayed grants (SPEC §5): every event
@@ -222,6 +245,17 @@ impl History {
     /// Bytes of frames held.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Every event held, in id order.
+    pub fn all_events(&self) -> Vec<Event> {
+        let mut out: Vec<Event> = self
+            .topics
+            .values()
+            .flat_map(|l| l.events.iter().cloned())
+            .collect();
+        out.sort_unstable_by_key(|e| e.id);
+        out
     }
 
     /// Events held.
@@ -401,7 +435,22 @@ mod tests {
             per_topic,
             max_bytes,
             max_age_ms,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn gaps_and_the_floor_restored_from_the_journal() {
+        let mut h = History::new(&cfg(10, 1 << 20, 0));
+        h.append(&[ev(50, "a", 0), ev(60, "a", 0), ev(90, "a", 0)], 0);
+        h.restore_marks(40, &[(80, 85), (60, 70)]);
+        assert_eq!(h.gap_after(10), Some(60));
+        assert_eq!(h.gap_after(69), Some(60));
+        assert_eq!(h.gap_after(70), Some(80));
+        assert_eq!(h.gap_after(85), None);
+        // Below the floor, events may have been deleted: expired.
+        assert_eq!(h.replay(&pats(&["a"]), 30, 99).unwrap_err(), Gap::Expired);
+        assert_eq!(ids(&h.replay(&pats(&["a"]), 40, 60).unwrap()), vec![50, 60]);
     }
 
     fn ev(id: u64, topic: &str, born_ns: u64) -> Event {

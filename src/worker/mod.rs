@@ -22,7 +22,9 @@ pub mod fanout;
 mod flush_tick;
 pub mod history;
 mod local;
+mod publish;
 mod registration;
+mod reply_slots;
 mod shared;
 mod spare;
 pub(crate) mod stats;
@@ -37,6 +39,7 @@ use delay_line::DelayLine;
 use flush_tick::FlushTick;
 use history::History;
 use local::{LocalNotify, Oneshot};
+use reply_slots::ReplySlots;
 use storm_gate::StormGate;
 use sub_table::SubTable;
 use timers::Timers;
@@ -45,6 +48,7 @@ pub(crate) use catch_up::CatchUp;
 pub(crate) use fanout::drain_ring;
 pub(crate) use local::Permit as StormPermit;
 pub(crate) use registration::Registration;
+pub(crate) use reply_slots::ReplySlot;
 pub(crate) use shared::Shared;
 pub(crate) use stream::run as run_stream;
 pub use timer_wheel::TimerWheel;
@@ -75,9 +79,9 @@ pub(crate) struct Worker {
     /// Events waiting for the delayed view; `None` while auth is off.
     pub(crate) delay_line: Option<RefCell<DelayLine>>,
     /// Publish requests waiting for their ack, by token.
-    pub(crate) acks: RefCell<Slab<Rc<Ack>>>,
+    acks: ReplySlots<Ack>,
     /// Requests to the cluster bridge waiting for their answer, by token.
-    pub(crate) replies: RefCell<Slab<Rc<ReplyBox>>>,
+    replies: ReplySlots<ReplyBox>,
     /// Unsent bytes over all this worker's connections.
     pub(crate) pending: Rc<Cell<usize>>,
     /// This worker's share of `sse.max_queued_bytes`.
@@ -129,28 +133,45 @@ pub(crate) fn all_progressed(last: &mut [u64], now: &[u64]) -> bool {
     moved
 }
 
+/// An empty history with the configured bounds (kept longer with delayed
+/// grants).
+pub(crate) fn fresh_history(cfg: &crate::config::Config) -> History {
+    if cfg.auth.enabled() {
+        History::new(&cfg.history).with_delay(cfg.auth.delay_ms)
+    } else {
+        History::new(&cfg.history)
+    }
+}
+
 impl Worker {
-    /// A worker with nothing open yet.
-    pub(crate) fn new(idx: usize, shared: Arc<Shared>, ring: RingProbe) -> Self {
+    /// A worker with nothing open yet; `seed` is the history read back
+    /// from `history.dir`, if any.
+    pub(crate) fn new(
+        idx: usize,
+        shared: Arc<Shared>,
+        ring: RingProbe,
+        seed: Option<History>,
+    ) -> Self {
         let cfg = &shared.cfg;
+        let history = seed.unwrap_or_else(|| fresh_history(cfg));
+        let last_seen = history.last_id();
+        let delay_line = cfg.auth.enabled().then(|| {
+            let mut line = DelayLine::new(cfg.auth.delay_ms, cfg.history.max_bytes);
+            // Restored events not yet of age still reach the delayed view.
+            line.push(&history.all_events());
+            RefCell::new(line)
+        });
         Worker {
             idx,
             metrics: shared.workers[idx].clone(),
             conns: RefCell::new(Slab::new()),
             subs: RefCell::new(SubTable::new()),
             delayed_subs: RefCell::new(SubTable::new()),
-            delay_line: cfg
-                .auth
-                .enabled()
-                .then(|| RefCell::new(DelayLine::new(cfg.auth.delay_ms, cfg.history.max_bytes))),
-            acks: RefCell::new(Slab::new()),
-            replies: RefCell::new(Slab::new()),
-            last_seen: Cell::new(0),
-            history: RefCell::new(if cfg.auth.enabled() {
-                History::new(&cfg.history).with_delay(cfg.auth.delay_ms)
-            } else {
-                History::new(&cfg.history)
-            }),
+            delay_line,
+            acks: ReplySlots::default(),
+            replies: ReplySlots::default(),
+            last_seen: Cell::new(last_seen),
+            history: RefCell::new(history),
             backlog: RefCell::new(Vec::new()),
             writes_in_flight: Cell::new(0),
             room: LocalNotify::default(),
@@ -225,6 +246,12 @@ impl Worker {
         if self.ring.has_messages() {
             self.inbox.notify();
         }
+    }
+
+    /// A slot for a request to the cluster bridge (freed when dropped);
+    /// `None` when too many wait.
+    pub(crate) fn reply_slot(&self) -> Option<ReplySlot<'_, ReplyBox>> {
+        self.replies.open()
     }
 
     /// The current tick.
@@ -303,11 +330,7 @@ impl Worker {
     /// their streams then continue with the new stream's events.
     pub(crate) fn new_epoch(&self) {
         let cfg = &self.shared.cfg;
-        *self.history.borrow_mut() = if cfg.auth.enabled() {
-            History::new(&cfg.history).with_delay(cfg.auth.delay_ms)
-        } else {
-            History::new(&cfg.history)
-        };
+        *self.history.borrow_mut() = fresh_history(cfg);
         if let Some(line) = &self.delay_line {
             *line.borrow_mut() = DelayLine::new(cfg.auth.delay_ms, cfg.history.max_bytes);
         }
@@ -346,10 +369,19 @@ impl Worker {
     /// queues, timers) is plain data, so unit tests drive it directly.
     pub(crate) fn for_test(mut cfg: crate::config::Config) -> Self {
         cfg.server.workers = Some(1);
-        let (seq_tx, _) = crossbeam_channel::bounded(1);
-        let ingest = crate::sequencer::Ingest::Thread(seq_tx);
+        let (tx, rx) = crate::sequencer::ring::ring(1, usize::MAX);
+        let global = Arc::new(crate::ops::metrics::GlobalMetrics::default());
         let issued = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (_, rx) = crate::sequencer::ring::ring(1, usize::MAX);
-        Worker::new(0, Arc::new(Shared::new(cfg, ingest, issued)), rx.probe())
+        let first = crate::sequencer::first_id(0);
+        let order = crate::sequencer::order::Order::new(
+            vec![tx],
+            None,
+            first,
+            global.clone(),
+            issued.clone(),
+        );
+        let ingest = crate::sequencer::Ingest::Worker(Arc::new(order));
+        let shared = Shared::new(cfg, ingest, issued, first, global, None);
+        Worker::new(0, Arc::new(shared), rx.probe(), None)
     }
 }

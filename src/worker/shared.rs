@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use crate::auth::{Failure, PublishRate, Verifier};
 use crate::config::trusted_proxies::TrustedProxies;
 use crate::config::Config;
+use crate::ops::log_throttle::LogThrottle;
 use crate::ops::metrics::{GlobalMetrics, WorkerMetrics};
 use crate::sequencer::Ingest;
 
@@ -50,9 +51,13 @@ pub(crate) struct Shared {
     auth_failures: Vec<AtomicU64>,
     /// Streams closed because their token expired.
     pub(crate) token_expired: AtomicU64,
-    /// The second (since start) of the last logged auth failure, and the
-    /// failures not logged since: at most one line per second.
-    auth_log: Mutex<(u64, u64)>,
+    /// Refused tokens are logged at most once a second.
+    auth_log: LogThrottle,
+    /// Failed accepts (the open-files limit) likewise.
+    pub(crate) accept_log: LogThrottle,
+    /// Ids below this are from before this server's history: an earlier
+    /// process without `history.dir`, or before the journal began.
+    pub(crate) epoch_first: u64,
 }
 
 impl Shared {
@@ -157,22 +162,24 @@ impl Shared {
         if let Some(i) = Failure::ALL.iter().position(|f| *f == why) {
             self.auth_failures[i].fetch_add(1, Relaxed);
         }
-        let second = crate::event::now_ns() / 1_000_000_000;
-        let mut log = self.auth_log.lock().expect("auth log lock");
-        if log.0 == second && log.1 != u64::MAX {
-            log.1 += 1;
-            return;
+        if let Some(suppressed) = self.auth_log.admit() {
+            tracing::info!(conn, reason = why.reason(), suppressed, "token refused");
         }
-        let suppressed = if log.1 == u64::MAX { 0 } else { log.1 };
-        *log = (second, 0);
-        drop(log);
-        tracing::info!(conn, reason = why.reason(), suppressed, "token refused");
     }
 }
 
 impl Shared {
-    /// Fresh state for a server about to start.
-    pub(crate) fn new(cfg: Config, ingest: Ingest, issued: Arc<AtomicU64>) -> Self {
+    /// Fresh state for a server about to start: `issued` and `epoch_first`
+    /// come from the order (or the cluster bridge), `global` is the
+    /// counters it updates, `auth` the verifier when auth is on.
+    pub(crate) fn new(
+        cfg: Config,
+        ingest: Ingest,
+        issued: Arc<AtomicU64>,
+        epoch_first: u64,
+        global: Arc<GlobalMetrics>,
+        auth: Option<Verifier>,
+    ) -> Self {
         let n = cfg.workers();
         let cfg_rate = cfg.limits.publish_rate_per_token;
         let trusted =
@@ -180,7 +187,7 @@ impl Shared {
         Shared {
             trusted,
             workers: (0..n).map(|_| Arc::new(WorkerMetrics::default())).collect(),
-            global: Arc::new(GlobalMetrics::default()),
+            global,
             cfg,
             ingest,
             issued,
@@ -189,11 +196,13 @@ impl Shared {
             next_conn_id: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
             stats: super::stats::StatsBoard::new(n),
-            auth: None,
+            auth,
             publish_rate: PublishRate::new(cfg_rate),
             auth_failures: Failure::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             token_expired: AtomicU64::new(0),
-            auth_log: Mutex::new((0, u64::MAX)),
+            auth_log: LogThrottle::default(),
+            accept_log: LogThrottle::default(),
+            epoch_first,
         }
     }
 }
