@@ -70,9 +70,12 @@ fn run(cli: Cli) -> Result<(), StartError> {
         demo: cli.demo,
         log_format: cli.log_format,
     };
-    let cfg = Config::load(&overrides, std::env::vars())?;
+    let mut cfg = Config::load(&overrides, std::env::vars())?;
     if cli.check_config {
         ringcast::runtime::check(&cfg)?;
+        for w in cfg.warnings() {
+            eprintln!("ringcast: warning: {w}");
+        }
         println!(
             "ringcast: configuration ok (listen {}, {} workers, io_driver {:?})",
             cfg.server.listen,
@@ -82,20 +85,44 @@ fn run(cli: Cli) -> Result<(), StartError> {
         return Ok(());
     }
     init_logs(&cfg);
-    let nofile = ringcast::sys::raise_nofile_limit();
-    if let Ok(n) = nofile {
-        reserve_descriptors(n, cfg.limits.max_connections);
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
     }
-    match nofile {
-        Ok(n) if (n as usize) < cfg.limits.max_connections.saturating_add(64) => tracing::warn!(
-            nofile = n,
-            max_connections = cfg.limits.max_connections,
-            "the open-files limit is below limits.max_connections: accepts will fail with \
-             EMFILE near {n} connections; raise LimitNOFILE (tuning/ringcast.service) or \
-             lower limits.max_connections"
-        ),
+    let nofile = ringcast::sys::raise_nofile_limit();
+    match &nofile {
+        // Left at its default, the limit follows what the process may
+        // open: connections past it could only fail with EMFILE.
+        Ok(n) if cfg.sources.of("limits.max_connections").is_none() => {
+            let fit = (*n as usize).saturating_sub(DESCRIPTOR_RESERVE).max(1);
+            if fit < cfg.limits.max_connections {
+                cfg.limits.max_connections = fit;
+            }
+            tracing::debug!(
+                nofile = n,
+                max_connections = cfg.limits.max_connections,
+                "open-files limit"
+            );
+        }
+        Ok(n)
+            if (*n as usize)
+                < cfg
+                    .limits
+                    .max_connections
+                    .saturating_add(DESCRIPTOR_RESERVE) =>
+        {
+            tracing::warn!(
+                nofile = n,
+                max_connections = cfg.limits.max_connections,
+                "the open-files limit is below limits.max_connections: accepts will fail with \
+                 EMFILE near {n} connections; raise LimitNOFILE (tuning/ringcast.service) or \
+                 lower limits.max_connections"
+            )
+        }
         Ok(n) => tracing::debug!(nofile = n, "open-files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
+    if let Ok(n) = nofile {
+        reserve_descriptors(n, cfg.limits.max_connections);
     }
     let mut signals = ringcast::ops::signals::install()
         .map_err(|e| StartError::Fatal(format!("cannot install signal handlers: {e}")))?;
@@ -115,9 +142,25 @@ fn run(cli: Cli) -> Result<(), StartError> {
             break signal;
         }
         // SIGHUP: only the [auth] keys and secret are taken from the
-        // reloaded configuration; everything else needs a restart.
+        // reloaded configuration; everything else needs a restart, and
+        // the log says which changed keys wait for one.
         match Config::load(&overrides, std::env::vars()) {
-            Ok(fresh) => server.reload_auth(&fresh),
+            Ok(fresh) => {
+                let mut running = server.config().clone();
+                // Left at its default, the running limit was derived at
+                // start from the open-files limit: not a change.
+                if fresh.sources.of("limits.max_connections").is_none() {
+                    running.limits.max_connections = fresh.limits.max_connections;
+                }
+                let pending = running.changed_keys(&fresh);
+                if !pending.is_empty() {
+                    tracing::warn!(
+                        keys = %pending.join(", "),
+                        "SIGHUP: changed keys take effect only after a restart"
+                    );
+                }
+                server.reload_auth(&fresh)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "SIGHUP: the configuration does not load; keeping the old auth keys")
             }
@@ -127,6 +170,10 @@ fn run(cli: Cli) -> Result<(), StartError> {
     server.shutdown(timeout);
     Ok(())
 }
+
+/// Descriptors kept for everything but client connections (listeners,
+/// io_uring, the journal, NATS, log output).
+const DESCRIPTOR_RESERVE: usize = 64;
 
 /// Descriptors whose table is grown at start-up at most: 2 MiB of kernel
 /// memory (8 bytes and two bits a slot). Past it, the table grows by

@@ -90,13 +90,17 @@ fn ten_thousand_publishes_on_one_keep_alive_connection() {
     assert_eq!(s.metric("ringcast_connections_total"), 3.0);
 }
 
-/// Concurrent publishers on both workers, under either keeper of the order
-/// (`server.sequencer`): every acknowledged id reaches the subscriber once,
-/// in strictly increasing order, and each publisher's events keep its order.
+/// Concurrent publishers on both workers, with history in memory and with
+/// the journal (`history.dir`) beside the order: every acknowledged id
+/// reaches the subscriber once, in strictly increasing order, and each
+/// publisher's events keep its order.
 #[test]
-fn concurrent_publishers_get_one_order_from_either_sequencer() {
-    for kind in ["worker", "thread"] {
-        let s = Server::start(&format!("[server]\nworkers = 2\nsequencer = \"{kind}\"\n"));
+fn concurrent_publishers_get_one_order_with_and_without_a_journal() {
+    let dir = std::env::temp_dir().join(format!("ringcast-publish-journal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let journal = format!("[history]\ndir = \"{}\"\n", dir.display());
+    for (kind, extra) in [("in memory", ""), ("journal", journal.as_str())] {
+        let s = Server::start(&format!("[server]\nworkers = 2\n{extra}"));
         let mut sub = Sse::open(s.addr(), "topic=c.%3E");
         let addr = s.addr();
         let publishers: Vec<_> = (0..4)
@@ -133,6 +137,7 @@ fn concurrent_publishers_get_one_order_from_either_sequencer() {
             assert_eq!(data, want, "{kind}: publisher {p}'s events in its order");
         }
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

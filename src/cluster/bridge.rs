@@ -60,41 +60,50 @@ pub(super) struct Bridge {
     /// Held while a batch's parts are handed to the client, so that none
     /// of this node's other publishes lands between them.
     pub(super) sending: tokio::sync::Mutex<()>,
-    /// Bumped whenever the connection is lost: the consumer starts again
-    /// from its last sequence once NATS is back, rather than waiting for
-    /// the client library to notice its consumer is gone.
-    lost: tokio::sync::watch::Sender<u64>,
+    /// Bumped whenever the connection is lost or comes back (by the
+    /// client's own event callback, at once) and when the stream changes:
+    /// the consumer starts again from its last sequence once NATS is back,
+    /// rather than waiting for the client library's missed-heartbeat timer
+    /// to notice its consumer is gone (10-20 s after a nats-server restart).
+    lost: Arc<tokio::sync::watch::Sender<u64>>,
     /// The stream was found recreated; the consumer starts the new epoch.
     recreated: Cell<bool>,
+}
+
+/// What the bridge is wired to: the workers' handle, their rings, the
+/// counters, the consumed watermark and the connection-lost signal.
+pub(super) struct Wiring {
+    pub(super) link: Arc<Link>,
+    pub(super) rings: Vec<RingTx>,
+    pub(super) metrics: Arc<GlobalMetrics>,
+    pub(super) consumed: Arc<AtomicU64>,
+    pub(super) lost: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Bridge {
     pub(super) fn new(
         cfg: ClusterConfig,
         subjects: Subjects,
-        link: Arc<Link>,
-        rings: Vec<RingTx>,
-        metrics: Arc<GlobalMetrics>,
         client: async_nats::Client,
-        consumed: Arc<AtomicU64>,
+        w: Wiring,
     ) -> Self {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(API_TIMEOUT);
         Bridge {
             cfg,
             subjects,
-            link,
-            rings,
-            metrics,
+            link: w.link,
+            rings: w.rings,
+            metrics: w.metrics,
             client,
             js,
-            consumed,
+            consumed: w.consumed,
             stream: RefCell::new(None),
             created: Cell::new(None),
             wake: tokio::sync::Notify::new(),
             acked: Cell::new(0),
             sending: tokio::sync::Mutex::new(()),
-            lost: tokio::sync::watch::Sender::new(0),
+            lost: w.lost,
             recreated: Cell::new(false),
         }
     }

@@ -74,6 +74,7 @@ pub(crate) fn start(
 async fn options(
     cfg: &crate::config::Cluster,
     link: Arc<Link>,
+    lost: Arc<tokio::sync::watch::Sender<u64>>,
 ) -> std::io::Result<async_nats::ConnectOptions> {
     let mut o = async_nats::ConnectOptions::new()
         .name("ringcast")
@@ -84,11 +85,18 @@ async fn options(
         .reconnect_delay_callback(|n| Duration::from_millis((100 * n as u64).min(2000)))
         .event_callback(move |ev| {
             let link = link.clone();
+            let lost = lost.clone();
             async move {
                 match ev {
-                    async_nats::Event::Disconnected => link.connected.store(false, Relaxed),
+                    async_nats::Event::Disconnected => {
+                        link.connected.store(false, Relaxed);
+                        // The consumer stops now and starts again from its
+                        // last sequence once the bridge sees NATS back.
+                        lost.send_modify(|g| *g += 1);
+                    }
                     async_nats::Event::Connected if link.ever_connected.swap(true, Relaxed) => {
                         link.reconnects.fetch_add(1, Relaxed);
+                        lost.send_modify(|g| *g += 1);
                     }
                     _ => {}
                 }
@@ -122,7 +130,8 @@ async fn run(
         .as_ref()
         .map(|u| u.list().into_iter().map(str::to_owned).collect())
         .unwrap_or_default();
-    let opts = match options(&cfg, link.clone()).await {
+    let lost = Arc::new(tokio::sync::watch::Sender::new(0));
+    let opts = match options(&cfg, link.clone(), lost.clone()).await {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(error = %e, "cluster: cannot read the NATS credentials; no cluster");
@@ -137,9 +146,14 @@ async fn run(
         }
     };
     tracing::info!(urls = ?urls, stream = %cfg.stream, "cluster mode: connecting to NATS");
-    let b = Rc::new(Bridge::new(
-        cfg, subjects, link, rings, metrics, client, consumed,
-    ));
+    let wiring = bridge::Wiring {
+        link,
+        rings,
+        metrics,
+        consumed,
+        lost,
+    };
+    let b = Rc::new(Bridge::new(cfg, subjects, client, wiring));
     tokio::task::spawn_local({
         let b = b.clone();
         async move { b.watch().await }

@@ -190,6 +190,34 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The keys whose value differs in `fresh` (`section.key`), leaving out
+    /// those a SIGHUP reloads (`auth.hs256_secret`, `auth.public_key_file`):
+    /// the ones that need a restart to take effect.
+    pub fn changed_keys(&self, fresh: &Config) -> Vec<String> {
+        let (Ok(old), Ok(new)) = (serde_json::to_value(self), serde_json::to_value(fresh)) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let (Some(old), Some(new)) = (old.as_object(), new.as_object()) {
+            for (section, keys) in new {
+                let Some(keys) = keys.as_object() else {
+                    continue;
+                };
+                for (key, v) in keys {
+                    let name = format!("{section}.{key}");
+                    let reloads =
+                        matches!(name.as_str(), "auth.hs256_secret" | "auth.public_key_file");
+                    if !reloads && old.get(section).and_then(|s| s.get(key)) != Some(v) {
+                        out.push(name);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +258,19 @@ mod tests {
         }
         c.history.per_topic = 0;
         assert_eq!(c.check().unwrap_err().key, "history.per_topic");
+    }
+
+    #[test]
+    fn a_reload_names_the_keys_that_need_a_restart() {
+        let old = Config::default();
+        let mut new = Config::default();
+        assert!(old.changed_keys(&new).is_empty());
+        new.server.listen = "127.0.0.1:9".into();
+        new.server.workers = Some(3);
+        new.auth.hs256_secret = Some("a-new-secret".into());
+        assert_eq!(
+            old.changed_keys(&new),
+            vec!["server.listen".to_owned(), "server.workers".to_owned()]
+        );
     }
 }

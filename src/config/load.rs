@@ -55,9 +55,10 @@ impl Schema {
     }
 }
 
-/// Where a key's value came from, for error messages.
+/// Where a key's value came from, for error messages; for an environment
+/// variable also its text as given.
 #[derive(Debug, Clone)]
-struct Origin(String);
+struct Origin(String, Option<String>);
 
 type Layer = Vec<(String, String, toml::Value, Origin)>;
 
@@ -92,7 +93,7 @@ impl Config {
                         section.clone(),
                         k,
                         v,
-                        Origin(format!("file {}", path.display())),
+                        Origin(format!("file {}", path.display()), None),
                     ));
                 }
             }
@@ -113,10 +114,10 @@ impl Config {
                 section.into(),
                 key.into(),
                 guess_value(&raw),
-                Origin(format!("environment {name}")),
+                Origin(format!("environment {name}"), Some(raw.clone())),
             ));
         }
-        let flag = |k: &str| Origin(format!("flag --{k}"));
+        let flag = |k: &str| Origin(format!("flag --{k}"), None);
         if let Some(l) = &cli.listen {
             layers.push((
                 "server".into(),
@@ -242,11 +243,10 @@ fn check_key(
         Ok(()) => return Ok(value),
         Err(e) => e,
     };
-    if origin.0.starts_with("environment") {
-        let raw = match &value {
-            toml::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
+    if let Some(raw) = &origin.1 {
+        // The variable's own text, not the guessed value printed back
+        // (`1e5` must not become "100000.0").
+        let raw = raw.clone();
         let as_string = toml::Value::String(raw.clone());
         if try_one(&as_string).is_ok() {
             return Ok(as_string);

@@ -615,6 +615,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:9");
         assert_eq!(c.sse.heartbeat_ms, 250);
+        // A string key takes the variable's own text, even when it reads as
+        // a number.
+        let s = load(&[("RINGCAST_AUTH_HS256_SECRET", "1e5")]).unwrap();
+        assert_eq!(s.auth.hs256_secret.as_deref(), Some("1e5"));
         assert_eq!(
             c.cors.allowed_origins,
             vec!["http://a.test", "http://b.test"]

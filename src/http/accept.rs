@@ -124,7 +124,7 @@ pub(crate) fn accept_waiting(
 ) -> Vec<(monoio::net::TcpStream, SocketAddr)> {
     use std::os::fd::AsRawFd;
     let mut out = Vec::new();
-    while out.len() < max && !w.draining.get() && w.storm_gate.try_token() {
+    while out.len() < max && !w.is_draining() && w.storm_gate.try_token() {
         match crate::sys::accept_waiting(listener.as_raw_fd(), nonblocking) {
             Ok(Some((std, peer))) => match monoio::net::TcpStream::from_std(std) {
                 Ok(stream) => out.push((stream, peer)),
@@ -162,7 +162,7 @@ pub(crate) async fn accept_loop(
         w.storm_gate.token().await;
         let accepted = monoio::select! {
             r = listener.accept() => Some(r),
-            _ = w.lifecycle.until(|| w.draining.get()) => None,
+            _ = w.until_draining() => None,
         };
         match accepted {
             None => break,

@@ -83,10 +83,10 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         conn.set_phase(Phase::Request);
-        if w.draining.get() && buf.is_empty() {
+        if w.is_draining() && buf.is_empty() {
             return;
         }
-        w.timers.arm_header(&conn);
+        w.arm_header(&conn);
         let head = loop {
             match parse_head(&mut buf) {
                 Ok(Some(h)) if h.len() <= max_head => break h,
@@ -141,7 +141,7 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
             .await;
         }
         if head.path() == "/events" && matches!(head.method, Method::Get | Method::Head) {
-            w.timers.disarm_header(&conn);
+            w.disarm_header(&conn);
             // The request buffer is not needed by a stream; an idle
             // subscriber should not carry kilobytes of it for its lifetime.
             // `head` shares its allocation: `subscribe` copies out what the
@@ -174,8 +174,8 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
             Err(Some(e)) => return fail(&w, &mut stream, &conn, e, &cors).await,
             Err(None) => return,
         };
-        w.timers.disarm_header(&conn);
-        let keep_alive = head.keep_alive && !w.draining.get();
+        w.disarm_header(&conn);
+        let keep_alive = head.keep_alive && !w.is_draining();
         // An answer that says `Connection: close` closes: nothing after it
         // on this connection runs (a client that believes the header sends
         // its next request again elsewhere).
@@ -190,7 +190,7 @@ pub(crate) async fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr
                 (response::error(&e, &cors, keep_alive), close)
             }
         };
-        let res = if w.writes_in_flight.get() >= ANSWER_AHEAD_OF {
+        let res = if w.writes_in_flight() >= ANSWER_AHEAD_OF {
             write_response_now(&mut stream, out).await
         } else {
             stream.write_all(out).await.0.map(|_| ())
@@ -270,7 +270,7 @@ async fn read_body(
             .await;
         res.map_err(|_| None)?;
     }
-    w.timers.arm_header(conn);
+    w.arm_header(conn);
     let mut chunked = ChunkedDecoder::new(limit);
     loop {
         match head.body {

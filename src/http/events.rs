@@ -21,7 +21,8 @@ use crate::auth::{Access, Grant};
 use crate::frame;
 use crate::sequencer::link::{Fetch, Link, Request};
 use crate::sequencer::reply::{FetchNext, Reply};
-use crate::worker::conn::{Conn, Phase, Queued, REPLAYED};
+use crate::worker::conn::Conn;
+use crate::worker::queued::{Queued, REPLAYED};
 use crate::worker::{CatchUp, StormPermit, Worker};
 
 /// Handles `GET`/`HEAD /events` on `conn`: answers refusals and errors
@@ -46,7 +47,7 @@ pub(super) async fn subscribe<'w>(
             return None;
         }
     };
-    let refusal = if w.draining.get() || w.shared.draining.load(Relaxed) {
+    let refusal = if w.is_draining() || w.shared.draining.load(Relaxed) {
         Some("draining")
     } else if w.shared.over_capacity() {
         Some("over capacity")
@@ -119,12 +120,12 @@ pub(super) async fn subscribe<'w>(
     // released to its delayed view), so its history covers everything up
     // to it and the ring (or the delay line) brings everything after it.
     let (upto, catch_up) = if let Some(r) = resume {
-        (w.last_seen.get(), w.catch_up_after(&patterns, r))
+        (w.last_seen(), w.catch_up_after(&patterns, r))
     } else if delayed {
         w.catch_up_delayed(&patterns, last_event_id, q.snapshot)
     } else {
         (
-            w.last_seen.get(),
+            w.last_seen(),
             w.catch_up(&patterns, last_event_id, q.snapshot),
         )
     };
@@ -150,25 +151,14 @@ pub(super) async fn subscribe<'w>(
             topic: Some(ev.topic.clone()),
         });
     }
-    conn.set_last_id(catch_up.resume_after.max(upto));
-    {
-        let mut subs = if delayed {
-            w.delayed_subs.borrow_mut()
-        } else {
-            w.subs.borrow_mut()
-        };
-        for p in &patterns {
-            subs.insert(p, conn.key);
-        }
-    }
-    conn.set_patterns(patterns, delayed);
-    conn.set_phase(Phase::Stream);
-    w.metrics.subscribers_active.fetch_add(1, Relaxed);
-    w.timers.arm_heartbeat(conn);
-    if let Some(g) = grant {
-        w.timers
-            .arm_expiry(conn, g.exp_ms.saturating_add(cfg.auth.leeway_ms), unix_ms());
-    }
+    let expires = grant.map(|g| (g.exp_ms.saturating_add(cfg.auth.leeway_ms), unix_ms()));
+    w.start_stream(
+        conn,
+        patterns,
+        delayed,
+        catch_up.resume_after.max(upto),
+        expires,
+    );
     tracing::debug!(conn = conn.id, request_id = %conn.request_id(), topics = conn.pattern_count(), "subscribed");
     Some(stream)
 }

@@ -7,6 +7,9 @@ use std::fmt::Write as _;
 use super::error::HttpError;
 use crate::config::Cors;
 
+/// A status and the whole response, or the error to answer.
+pub(super) type Answer = Result<(u16, Vec<u8>), HttpError>;
+
 /// Reason phrase for the statuses ringcast sends.
 pub(crate) fn reason(status: u16) -> &'static str {
     match status {

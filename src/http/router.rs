@@ -9,11 +9,9 @@ use bytes::BytesMut;
 
 use super::error::HttpError;
 use super::head::{Head, Method};
-use super::{publish, response};
+use super::publish;
+use super::response::{self, Answer};
 use crate::worker::Worker;
-
-/// A status and the whole response, or the error to answer.
-pub(super) type Answer = Result<(u16, Vec<u8>), HttpError>;
 
 pub(super) async fn route(
     w: &Worker,
@@ -22,7 +20,7 @@ pub(super) async fn route(
     body: BytesMut,
     cors: &str,
 ) -> Answer {
-    let keep_alive = head.keep_alive && !w.draining.get();
+    let keep_alive = head.keep_alive && !w.is_draining();
     let head_only = head.method == Method::Head;
     let get_like = matches!(head.method, Method::Get | Method::Head);
     let json = |status: u16, v: &serde_json::Value| {

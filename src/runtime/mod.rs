@@ -148,8 +148,8 @@ pub fn launch(cfg: Config) -> Result<Server, StartError> {
             Err(_) => return Err(StartError::Fatal("a worker exited during start-up".into())),
         }
     }
-    if let Some(sup) = supervision {
-        supervisor::start(shared.clone(), sup).map_err(|e| {
+    if supervision.is_some() {
+        supervisor::start(shared.clone()).map_err(|e| {
             StartError::Fatal(format!("cannot start the systemd supervision thread: {e}"))
         })?;
     }
@@ -244,8 +244,7 @@ async fn worker_main(
     monoio::spawn(w.clone().pace_storms());
     monoio::spawn(w.clone().publish_stats());
     if w.shared.cfg.sse.write_delay_ms > 0 {
-        let w = w.clone();
-        monoio::spawn(async move { w.flush.run().await });
+        monoio::spawn(w.clone().run_flush_tick());
     }
     if let Some((tick, watchdog)) = alive {
         monoio::spawn(w.clone().keep_alive(tick, watchdog));

@@ -33,6 +33,11 @@ impl Server {
         self.addr
     }
 
+    /// The configuration it runs with.
+    pub fn config(&self) -> &crate::config::Config {
+        &self.shared.cfg
+    }
+
     /// "io_uring" or "legacy".
     pub fn driver(&self) -> &'static str {
         self.driver

@@ -7,7 +7,7 @@
 //! every counter moved since its last look. A worker stuck in a loop or a
 //! system call stops its counter (worker 0 stuck stops the pings itself),
 //! and systemd restarts the service after `WatchdogSec`. This thread sends
-//! only `STATUS=`. Outside systemd (`NOTIFY_SOCKET` unset) nothing here
+//! only `STATUS=`, every 5 s. Outside systemd (`NOTIFY_SOCKET` unset) nothing here
 //! runs.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::ops::notify::notify_systemd;
 use crate::worker::Shared;
 
-/// How often STATUS= is refreshed when no watchdog asks for more.
+/// How often STATUS= is refreshed, with or without a watchdog.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// What systemd asked for, read from the environment at start-up.
@@ -77,45 +77,40 @@ pub(crate) fn status_line(
     )
 }
 
-/// Runs the supervision thread until the server drains.
-pub(crate) fn start(shared: Arc<Shared>, sup: Supervision) -> std::io::Result<()> {
+/// Runs the supervision thread until the server drains: a `STATUS=` line
+/// every [`STATUS_EVERY`] (the watchdog pings come from worker 0).
+pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("ringcast-sd".into())
-        .spawn(move || run(&shared, sup))?;
+        .spawn(move || run(&shared))?;
     Ok(())
 }
 
-fn run(shared: &Shared, sup: Supervision) {
-    let mut last_status: Option<Instant> = None;
+fn run(shared: &Shared) {
     let (mut events, mut frames, mut at) = (0u64, 0u64, Instant::now());
+    // The first line at once (after READY=1), then every STATUS_EVERY.
     while !shared.draining.load(Relaxed) {
-        std::thread::sleep(sup.every);
-        if shared.draining.load(Relaxed) {
-            break;
-        }
-        if last_status.is_none_or(|t| t.elapsed() >= STATUS_EVERY.min(sup.every * 2)) {
-            let e = shared.global.events_published.load(Relaxed);
-            let f: u64 = shared
-                .workers
-                .iter()
-                .map(|w| w.frames_delivered.load(Relaxed))
-                .sum();
-            let conns: i64 = shared
-                .workers
-                .iter()
-                .map(|w| w.connections_active.load(Relaxed))
-                .sum();
-            let subs: i64 = shared
-                .workers
-                .iter()
-                .map(|w| w.subscribers_active.load(Relaxed))
-                .sum();
-            let secs = at.elapsed().as_secs_f64().max(1e-3);
-            let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / secs;
-            notify_systemd(&status_line(conns, subs, rate(e, events), rate(f, frames)));
-            (events, frames, at) = (e, f, Instant::now());
-            last_status = Some(at);
-        }
+        let e = shared.global.events_published.load(Relaxed);
+        let f: u64 = shared
+            .workers
+            .iter()
+            .map(|w| w.frames_delivered.load(Relaxed))
+            .sum();
+        let conns: i64 = shared
+            .workers
+            .iter()
+            .map(|w| w.connections_active.load(Relaxed))
+            .sum();
+        let subs: i64 = shared
+            .workers
+            .iter()
+            .map(|w| w.subscribers_active.load(Relaxed))
+            .sum();
+        let secs = at.elapsed().as_secs_f64().max(1e-3);
+        let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / secs;
+        notify_systemd(&status_line(conns, subs, rate(e, events), rate(f, frames)));
+        (events, frames, at) = (e, f, Instant::now());
+        std::thread::sleep(STATUS_EVERY);
     }
 }
 

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use bytes::Buf;
 
-use super::conn::Queued;
+use super::queued::Queued;
 use super::spare;
 
 /// Linux's `IOV_MAX`: most iovecs one `writev` takes.

@@ -23,6 +23,7 @@ mod flush_tick;
 pub mod history;
 mod local;
 mod publish;
+pub(crate) mod queued;
 mod registration;
 mod reply_slots;
 mod shared;
@@ -71,35 +72,35 @@ pub(crate) struct Worker {
     /// This worker's counters.
     pub(crate) metrics: Arc<WorkerMetrics>,
     /// Every open connection of this worker.
-    pub(crate) conns: RefCell<Slab<Rc<Conn>>>,
+    conns: RefCell<Slab<Rc<Conn>>>,
     /// Pattern → subscriber keys.
-    pub(crate) subs: RefCell<SubTable>,
+    subs: RefCell<SubTable>,
     /// Pattern → keys of the delayed-only subscribers (`subscribe_delayed`).
-    pub(crate) delayed_subs: RefCell<SubTable>,
+    delayed_subs: RefCell<SubTable>,
     /// Events waiting for the delayed view; `None` while auth is off.
-    pub(crate) delay_line: Option<RefCell<DelayLine>>,
+    delay_line: Option<RefCell<DelayLine>>,
     /// Publish requests waiting for their ack, by token.
     acks: ReplySlots<Ack>,
     /// Requests to the cluster bridge waiting for their answer, by token.
     replies: ReplySlots<ReplyBox>,
     /// Unsent bytes over all this worker's connections.
-    pub(crate) pending: Rc<Cell<usize>>,
+    pending: Rc<Cell<usize>>,
     /// This worker's share of `sse.max_queued_bytes`.
-    pub(crate) pending_budget: usize,
+    pending_budget: usize,
     /// Highest event id this worker has fanned out: the hand-over point
     /// between a replay from history and the live stream.
-    pub(crate) last_seen: Cell<u64>,
+    last_seen: Cell<u64>,
     /// Every event this worker has fanned out, within the history bounds:
     /// its resuming subscribers' catch-up, read without a lock.
-    pub(crate) history: RefCell<History>,
+    history: RefCell<History>,
     /// Subscribers over `sse.max_pending_bytes` that the fan-out is held
     /// back for (see `fanout`).
-    pub(crate) backlog: RefCell<Vec<Rc<Conn>>>,
+    backlog: RefCell<Vec<Rc<Conn>>>,
     /// Subscriber writes handed to the runtime and not completed yet.
-    pub(crate) writes_in_flight: Cell<usize>,
+    writes_in_flight: Cell<usize>,
     /// Woken by every write progress while the fan-out is held back, so it
     /// re-judges the backlog at once rather than at the next tick.
-    pub(crate) room: LocalNotify,
+    room: LocalNotify,
     /// This worker's ring, as seen from its other tasks.
     ring: RingProbe,
     /// Connections setting up a request (a subscription's catch-up and
@@ -110,18 +111,18 @@ pub(crate) struct Worker {
     /// are not held up for the whole storm.
     pub(crate) storm_gate: StormGate,
     /// The write-coalescing tick (`sse.write_delay_ms`).
-    pub(crate) flush: FlushTick,
+    flush: FlushTick,
     /// Wakes the ring drain from this thread. The sequencer's doorbell is a
     /// cross-thread wake, which monoio delivers only when the worker parks;
     /// a worker kept busy by a storm of connects or closes never parks, so
     /// those paths check the ring themselves ([`Worker::kick_drain`]).
-    pub(crate) inbox: LocalNotify,
+    inbox: LocalNotify,
     /// Set by the Drain message; never cleared.
-    pub(crate) draining: Cell<bool>,
+    draining: Cell<bool>,
     /// Wakes the accept loop and `finished` on drain and on last close.
-    pub(crate) lifecycle: LocalNotify,
+    lifecycle: LocalNotify,
     /// Deadlines of this worker's connections.
-    pub(crate) timers: Timers,
+    timers: Timers,
     next_gen: Cell<u32>,
 }
 
@@ -246,6 +247,76 @@ impl Worker {
         if self.ring.has_messages() {
             self.inbox.notify();
         }
+    }
+
+    /// True once this worker drains (shutdown).
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Resolves once this worker drains.
+    pub(crate) async fn until_draining(&self) {
+        self.lifecycle.until(|| self.draining.get()).await
+    }
+
+    /// The last event this worker fanned out: where a catch-up from its
+    /// history hands over to the live stream.
+    pub(crate) fn last_seen(&self) -> u64 {
+        self.last_seen.get()
+    }
+
+    /// Subscriber writes handed to the runtime and not completed yet.
+    pub(crate) fn writes_in_flight(&self) -> usize {
+        self.writes_in_flight.get()
+    }
+
+    /// Starts (or moves) the request-head deadline of `conn`.
+    pub(crate) fn arm_header(&self, conn: &Conn) {
+        self.timers.arm_header(conn);
+    }
+
+    /// Stops the request-head deadline of `conn`.
+    pub(crate) fn disarm_header(&self, conn: &Conn) {
+        self.timers.disarm_header(conn);
+    }
+
+    /// Turns `conn` into an event stream on `patterns` (in the
+    /// delayed table when `delayed`): live events after `last_id` reach it
+    /// from now on, heartbeats start, and with a token the stream closes
+    /// at `expires_ms` (Unix ms, leeway included) from `now_ms`. Called in
+    /// the same turn as the catch-up that ended at `last_id`.
+    pub(crate) fn start_stream(
+        &self,
+        conn: &Conn,
+        patterns: Vec<Box<str>>,
+        delayed: bool,
+        last_id: u64,
+        expires: Option<(u64, u64)>,
+    ) {
+        conn.set_last_id(last_id);
+        {
+            let mut subs = if delayed {
+                self.delayed_subs.borrow_mut()
+            } else {
+                self.subs.borrow_mut()
+            };
+            for p in &patterns {
+                subs.insert(p, conn.key);
+            }
+        }
+        conn.set_patterns(patterns, delayed);
+        conn.set_phase(Phase::Stream);
+        self.metrics.subscribers_active.fetch_add(1, Relaxed);
+        self.timers.arm_heartbeat(conn);
+        if let Some((expires_ms, now_ms)) = expires {
+            self.timers.arm_expiry(conn, expires_ms, now_ms);
+        }
+    }
+
+    /// Runs the write-coalescing tick (`sse.write_delay_ms`) for the
+    /// worker's lifetime.
+    pub(crate) async fn run_flush_tick(self: Rc<Self>) {
+        self.flush.run().await
     }
 
     /// A slot for a request to the cluster bridge (freed when dropped);

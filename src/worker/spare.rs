@@ -24,7 +24,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
-use super::conn::Queued;
+use super::queued::Queued;
 
 /// Most entries (the kept arrays' room, summed) of each kind.
 const BUDGET: usize = 1 << 16;

@@ -9,8 +9,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, OwnedReadHalf, OwnedWriteHalf, S
 use monoio::net::TcpStream;
 
 use super::batch::Batch;
-use super::conn::{Conn, Queued, REPLAYED};
+use super::conn::Conn;
 use super::local::yield_now;
+use super::queued::{Queued, REPLAYED};
 use super::{Registration, Worker};
 use crate::event::now_ns;
 use crate::frame;

@@ -47,7 +47,12 @@ impl Server {
 
     pub fn start_with(toml: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
-        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        // An ephemeral port unless the test names one (a restart on the
+        // same port).
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args);
         let config = if toml.is_empty() {
             None
         } else {
