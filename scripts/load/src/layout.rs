@@ -214,4 +214,37 @@ mod tests {
         let (lo, hi) = (per_topic.iter().min(), per_topic.iter().max());
         assert!(lo >= Some(&85) && hi <= Some(&105), "{lo:?}..{hi:?}");
     }
+
+    /// The URL layouts of the plain and wildcard modes, both servers.
+    #[test]
+    fn plain_and_wildcard_paths() {
+        let cases: [(&[&str], usize, &str, &str); 4] = [
+            (&["--topics", "3"], 4, "/events?topic=load.t1", "/sub/t1"),
+            (&["--topics", "3"], 2, "/events?topic=load.t2", "/sub/t2"),
+            (
+                &["--topics", "4", "--venues", "2"],
+                3,
+                "/events?topic=quotes.*.S1",
+                "/msub/t2,t3",
+            ),
+            (
+                &["--topics", "4", "--venues", "2"],
+                0,
+                "/events?topic=quotes.*.S0",
+                "/msub/t0,t1",
+            ),
+        ];
+        for (flags, idx, ringcast, nchan) in cases {
+            let argv = || ["ringcast-load"].into_iter().chain(flags.iter().copied());
+            let rc = Args::parse_from(argv());
+            let nc = Args::parse_from(argv().chain(["--server", "nchan"]));
+            assert_eq!(rc.sub_path(idx), ringcast, "{flags:?} {idx}");
+            assert_eq!(nc.sub_path(idx), nchan, "{flags:?} {idx}");
+        }
+        let rc = Args::parse_from(["ringcast-load", "--topics", "4", "--venues", "2"]);
+        assert_eq!(rc.pub_path(3), "/publish?topic=quotes.V1.S1");
+        let floor = Args::parse_from(["ringcast-load", "--server", "floor", "--batch", "8"]);
+        assert_eq!(floor.pub_path(0), "/publish?topic=load.t0");
+        assert_eq!(floor.per_request(), 8, "any server but nchan takes batches");
+    }
 }

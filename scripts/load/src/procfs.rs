@@ -86,3 +86,22 @@ fn proc_rss_kib(pid: u32) -> Option<u64> {
         .parse()
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{own_cpu_s, server_cpu_s, server_rss_kib, CoreTicks};
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        assert!(own_cpu_s().is_some());
+        assert!(server_rss_kib(&[me]).is_some_and(|kib| kib > 0));
+        assert_eq!(server_cpu_s(&[]), None, "no server named");
+        let a = CoreTicks::read(0).expect("cpu0 in /proc/stat");
+        let b = CoreTicks {
+            total: a.total,
+            ..a
+        };
+        assert!(CoreTicks::shares(a, b).is_none(), "no time passed");
+    }
+}

@@ -114,7 +114,7 @@ pub(crate) fn frame_end(buf: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::{find_byte, frame_end, lines};
+    use super::{content_length, find_byte, frame_end, head_end, lines, Dechunk};
 
     #[test]
     fn finds_bytes_and_frames() {
@@ -130,5 +130,28 @@ mod tests {
         let frame = b"id: 1\n\ndata: L 0 0 1 2 xxxxxxxxxxxxxxxxxxxx";
         let got: Vec<&[u8]> = lines(frame).collect();
         assert_eq!(got, frame.split(|&b| b == b'\n').collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn reads_a_head() {
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{\"id\":1}";
+        let end = head_end(answer).expect("complete head");
+        assert_eq!(&answer[end..], b"{\"id\":1}");
+        let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+        assert_eq!(content_length(&head), Some(8));
+        assert_eq!(content_length("http/1.1 200 ok\r\n\r\n"), None);
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n"), None);
+    }
+
+    /// The same chunked body, cut at every byte boundary, comes out whole.
+    #[test]
+    fn dechunks_across_reads() {
+        let wire = b"6\r\nid: 1\n\r\n9;ext=1\r\ndata: x\n\n\r\n0\r\n\r\n";
+        for cut in 0..wire.len() {
+            let (mut d, mut out) = (Dechunk::default(), Vec::new());
+            d.feed(&wire[..cut], &mut out);
+            d.feed(&wire[cut..], &mut out);
+            assert_eq!(out, b"id: 1\ndata: x\n\n", "cut at {cut}");
+        }
     }
 }

@@ -145,3 +145,37 @@ impl Tracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Tracker;
+    use crate::plan::Role;
+    use crate::stats::Stats;
+    use std::time::Instant;
+
+    /// Two topics, two publishers: each fault is counted where it happened,
+    /// and an incomplete frame waits for the rest.
+    #[test]
+    fn counts_each_fault() {
+        let stats = Stats::new(0);
+        let mut t = Tracker::new(Role::Plain, &[3, 1], 2);
+        let mut body = b"data: L 1 0 1 0 x\n\n\
+            data: L 1 0 1 0 x\n\n\
+            data: L 3 1 1 0 x\n\n\
+            data: L 3 1 4 0 x\n\n\
+            data: L 3 1 2 0 x\n\n\
+            data: L 2 0 1 0 x\n\n\
+            event: resync\ndata: {}\n\n\
+            data: L 1 0 2"
+            .to_vec();
+        t.take_frames(&mut body, &stats, Instant::now());
+        assert_eq!(body, b"data: L 1 0 2", "the incomplete frame stays");
+        assert_eq!(stats.delivered.get(), 5, "misrouted is not a delivery");
+        assert_eq!(stats.dup.get(), 1);
+        assert_eq!(stats.lost.get(), 2, "3 -> 4 skipped two");
+        assert_eq!(stats.reordered.get(), 1);
+        assert_eq!(stats.misrouted.get(), 1);
+        assert_eq!(stats.resyncs.get(), 1);
+        assert_eq!((t.received, t.faults, t.resyncs), (5, 4, 1));
+    }
+}
