@@ -10,7 +10,7 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "ringcast-load", about = "Bounded SSE fan-out load generator")]
 pub(crate) struct Args {
-    /// Print one JSON line instead of text.
+    /// Print the report as one JSON line (for scripts) instead of indented.
     #[arg(long)]
     pub(crate) json: bool,
     #[command(flatten, next_help_heading = "Server under test")]
@@ -116,7 +116,7 @@ pub(crate) struct Market {
     /// Events per publish request (a burst of N events at once). Above 1,
     /// ringcast gets one `application/x-ndjson` request per N events; nchan,
     /// which has no batch publish, gets the same events one per request on
-    /// the same connections (the report's `batch_publish` says which).
+    /// the same connections (the report's `run.batch_as` says which).
     #[arg(long, default_value_t = 1)]
     pub(crate) batch: usize,
     /// Wildcard subscriptions: the topics are `quotes.V<v>.S<k>` over this

@@ -4,10 +4,11 @@
 //! acknowledged with K requests in flight, and reports connect rate, time to
 //! first byte, deliveries/s, publish-to-receive latency percentiles, lost /
 //! duplicated / reordered / misrouted events, the server's CPU per delivery,
-//! connect and close, and its RSS per connection. Each event carries
+//! connect and close, and its RSS growth per connection. Each event carries
 //! its topic index, its publisher, a per-(publisher, topic) sequence number
 //! and a send timestamp. Streams may be close-delimited (ringcast) or
 //! chunked (nchan). Every run stops by itself (--timeout-s).
+//! docs/load-generator.md is the manual: every flag and every report field.
 //!
 //! # Layout
 //!
@@ -29,15 +30,16 @@
 //!   wakers of tasks waiting on them
 //! - `storm`: the resume storm's thread and timeline
 //! - `procfs`, `metrics`: the server seen from /proc and from its /metrics
-//! - `report`, `storm_report`: the report
+//! - `report`, `storm_report`, `fig`: the grouped, rounded report
 //!
 //! Subscribers that have every event keep their connections open until the
 //! publish phase is measured; then all of them close and the server's CPU
-//! for the closing is reported on its own (`server_cpu_us_per_close`), so
+//! for the closing is reported on its own (`server.cpu_us_per_close`), so
 //! that thousands of closes (10-20 µs of server CPU each) do not land in
 //! the last events' latency or in the CPU per delivery.
 
 mod args;
+mod fig;
 mod layout;
 mod metrics;
 mod net;
@@ -66,5 +68,5 @@ fn main() {
     }
     net::raise_nofile();
     let report = run::block_on(run::run(Rc::new(args.clone())));
-    report.print(args.json);
+    println!("{}", report.to_json(args.json));
 }

@@ -12,7 +12,7 @@ use monoio::net::TcpStream;
 use crate::net::read_appending;
 use crate::sse::{content_length, head_end};
 
-/// Series worth a delta: (report key, less its `server_` prefix; series).
+/// Series worth a delta: (report key, series).
 pub(crate) const SERIES: [(&str, &str); 5] = [
     ("slow_disconnects", "ringcast_slow_disconnects_total"),
     ("stall_disconnects", "ringcast_stall_disconnects_total"),
@@ -53,4 +53,31 @@ pub(crate) async fn scrape(addr: SocketAddr) -> Option<String> {
 pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Each of `SERIES` that both scrapes have: how much it grew.
+pub(crate) fn deltas(before: &str, after: &str) -> Vec<(&'static str, f64)> {
+    SERIES
+        .iter()
+        .filter_map(|&(key, series)| {
+            let (a, b) = (metric(before, series)?, metric(after, series)?);
+            Some((key, b - a))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deltas;
+
+    #[test]
+    fn deltas_of_the_series_both_have() {
+        let before = "ringcast_resyncs_total 3\nringcast_slow_disconnects_total 1\n";
+        let after = "# HELP x\nringcast_resyncs_total 10\nringcast_resyncs_total_x 99\n\
+                     ringcast_fanout_paused_total 4\nringcast_slow_disconnects_total 1\n";
+        assert_eq!(
+            deltas(before, after),
+            [("slow_disconnects", 0.0), ("resyncs", 7.0)]
+        );
+    }
 }

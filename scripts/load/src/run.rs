@@ -148,6 +148,15 @@ pub(crate) async fn run(args: Rc<Args>) -> Report {
         true => metrics::scrape(args.target.addr).await,
         false => None,
     };
+    if args.target.server_metrics && (metrics_before.is_none() || metrics_after.is_none()) {
+        eprintln!(
+            "ringcast-load: --server-metrics: no /metrics deltas ({})",
+            match scrape {
+                true => "a scrape failed",
+                false => "only ringcast's are scraped",
+            }
+        );
+    }
     if let (Some(path), Some(times)) = (&args.storm.samples_out, &storm) {
         write_samples(path, &stats, base, times);
     }
