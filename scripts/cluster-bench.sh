@@ -226,7 +226,17 @@ done
 
 python3 - "$results" "$out/compare.md" "$server_cores" "$load_cores" <<'PY'
 import json, os, platform, subprocess, sys, time
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+# The report's groups flattened to dotted keys ("delivery.lost"); the
+# cluster series this script added stay one dict.
+def flat(d, pre=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "cluster_series":
+            out.update(flat(v, f"{pre}{k}."))
+        else:
+            out[pre + k] = v
+    return out
+rows = [flat(json.loads(l)) for l in open(sys.argv[1]) if l.strip()]
 server_cores, load_cores = sys.argv[3], sys.argv[4]
 
 def sh(cmd):
@@ -238,16 +248,16 @@ def num(v):
 
 def derived(r):
     """Figures computed from one run's record."""
-    pub_s, published, delivered = r.get("publish_seconds"), r.get("published"), r.get("delivered")
-    rc_m = r.get("server_cpu_s_per_million_deliveries")
+    pub_s, published, delivered = r.get("run.publish_s"), r.get("delivery.published"), r.get("delivery.delivered")
+    rc_m = r.get("server.cpu_us_per_delivery")
     rc_s = rc_m * delivered / 1e6 if num(rc_m) and num(delivered) else None
     nats_s = r.get("nats_cpu_s")
     total_s = (rc_s or 0) + (nats_s or 0) if rc_s is not None else None
     per = lambda cpu, n, scale: cpu / n * scale if num(cpu) and num(n) and n else None
     r = dict(r)
     r["publishes_per_s"] = published / pub_s if num(published) and num(pub_s) and pub_s else None
-    r["nats_cpu_s_per_million_deliveries"] = per(nats_s, delivered, 1e6)
-    r["total_cpu_s_per_million_deliveries"] = per(total_s, delivered, 1e6)
+    r["nats_cpu_us_per_delivery"] = per(nats_s, delivered, 1e6)
+    r["total_cpu_us_per_delivery"] = per(total_s, delivered, 1e6)
     r["ringcast_cpu_us_per_event"] = per(rc_s, published, 1e6)
     r["nats_cpu_us_per_event"] = per(nats_s, published, 1e6)
     r["total_cpu_us_per_event"] = per(total_s, published, 1e6)
@@ -274,38 +284,38 @@ def fmt(v):
 
 figures = {
     "fanout": [
-        ("deliveries_per_s", "deliveries/s"),
-        ("server_cpu_s_per_million_deliveries", "ringcast CPU s / 1M deliveries (all nodes)"),
-        ("nats_cpu_s_per_million_deliveries", "nats-server CPU s / 1M deliveries"),
-        ("total_cpu_s_per_million_deliveries", "all server CPU s / 1M deliveries"),
-        ("publish_server_core_busy_all", "server core busy, incl. softirq"),
-        ("ack_p50_ms", "publish ack p50 ms (16 in flight)"),
-        ("ack_p99_ms", "publish ack p99 ms (16 in flight)"),
-        ("latency_p50_ms", "publish-to-receive p50 ms"),
-        ("latency_p99_ms", "publish-to-receive p99 ms"),
+        ("delivery.per_s", "deliveries/s"),
+        ("server.cpu_us_per_delivery", "ringcast CPU µs / delivery (all nodes)"),
+        ("nats_cpu_us_per_delivery", "nats-server CPU µs / delivery"),
+        ("total_cpu_us_per_delivery", "all server CPU µs / delivery"),
+        ("server.core.busy", "server core busy, incl. softirq"),
+        ("ack_ms.p50", "publish ack p50 ms (16 in flight)"),
+        ("ack_ms.p99", "publish ack p99 ms (16 in flight)"),
+        ("latency_ms.p50", "publish-to-receive p50 ms"),
+        ("latency_ms.p99", "publish-to-receive p99 ms"),
     ],
     "publish": [
         ("publishes_per_s", "acknowledged publishes/s"),
         ("ringcast_cpu_us_per_event", "ringcast CPU µs / published event (all nodes)"),
         ("nats_cpu_us_per_event", "nats-server CPU µs / published event"),
         ("total_cpu_us_per_event", "all server CPU µs / published event"),
-        ("ack_p50_ms", "publish ack p50 ms (16 in flight)"),
-        ("ack_p99_ms", "publish ack p99 ms (16 in flight)"),
+        ("ack_ms.p50", "publish ack p50 ms (16 in flight)"),
+        ("ack_ms.p99", "publish ack p99 ms (16 in flight)"),
     ],
     "rate500": [
-        ("ack_p50_ms", "publish ack p50 ms"),
-        ("ack_p99_ms", "publish ack p99 ms"),
-        ("latency_p50_ms", "publish-to-receive p50 ms"),
-        ("latency_p99_ms", "publish-to-receive p99 ms"),
-        ("latency_p999_ms", "publish-to-receive p99.9 ms"),
-        ("latency_max_ms", "publish-to-receive max ms"),
-        ("total_cpu_s_per_million_deliveries", "all server CPU s / 1M deliveries"),
+        ("ack_ms.p50", "publish ack p50 ms"),
+        ("ack_ms.p99", "publish ack p99 ms"),
+        ("latency_ms.p50", "publish-to-receive p50 ms"),
+        ("latency_ms.p99", "publish-to-receive p99 ms"),
+        ("latency_ms.p999", "publish-to-receive p99.9 ms"),
+        ("latency_ms.max", "publish-to-receive max ms"),
+        ("total_cpu_us_per_delivery", "all server CPU µs / delivery"),
     ],
 }
-checks = [("published", "events acknowledged"), ("publish_errors", "publish errors"),
-          ("delivered", "delivered"), ("lost", "lost"), ("duplicated", "duplicated"),
-          ("reordered", "reordered"), ("misrouted", "misrouted"),
-          ("undelivered_at_deadline", "undelivered at deadline")]
+checks = [("delivery.published", "events acknowledged"), ("delivery.publish_errors", "publish errors"),
+          ("delivery.delivered", "delivered"), ("delivery.lost", "lost"), ("delivery.duplicated", "duplicated"),
+          ("delivery.reordered", "reordered"), ("delivery.misrouted", "misrouted"),
+          ("delivery.undelivered_at_deadline", "undelivered at deadline")]
 
 cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")
 out = ["# ringcast: single node vs cluster mode (NATS JetStream)\n"]
@@ -325,8 +335,8 @@ for scen, figs in figures.items():
         continue
     args = (single or cluster)[0]
     out.append(f"## {scen}\n")
-    out.append(f"{args.get('subscribers')} subscribers, {args.get('topics')} topic(s), "
-               f"{args.get('events')} events, {args.get('publishers')} publishing connection(s).\n")
+    out.append(f"{args.get('run.subscribers')} subscribers, {args.get('run.topics')} topic(s), "
+               f"{args.get('run.events')} events, {args.get('run.publishers')} publishing connection(s).\n")
     out.append("| figure | single node | cluster (2 nodes + NATS) | cluster / single |\n|---|---|---|---|")
     for key, label in figs + checks:
         # Counts of faults: the worst run, not the median.

@@ -250,7 +250,7 @@ for entry in "${scenarios[@]}"; do
     measured=$pid
     if [ "$server" = nchan ]; then measured=$(pgrep -P "$pid" | head -n1); fi
     rep=$(python3 -c 'import json,sys; print(1 + sum(1 for l in open(sys.argv[1]) if l.strip()
-      and json.loads(l).get("scenario") == sys.argv[2] and json.loads(l).get("server") == sys.argv[3]))' \
+      and json.loads(l).get("scenario") == sys.argv[2] and json.loads(l).get("run", {}).get("server") == sys.argv[3]))' \
       "$results" "$name" "$server")
     echo "== $name on $server (run $rep)"
     # shellcheck disable=SC2086
@@ -268,11 +268,20 @@ done
 
 python3 - "$results" "$out/compare.md" <<'PY'
 import json, os, platform, subprocess, sys, time
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+# The report's groups, flattened to dotted keys ("delivery.lost").
+def flat(d, pre=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat(v, f"{pre}{k}."))
+        else:
+            out[pre + k] = v
+    return out
+rows = [flat(json.loads(l)) for l in open(sys.argv[1]) if l.strip()]
 # Repeated scenarios: every numeric figure is the median over the runs.
 groups = {}
 for r in rows:
-    groups.setdefault((r.get("scenario"), r.get("server")), []).append(r)
+    groups.setdefault((r.get("scenario"), r.get("run.server")), []).append(r)
 def median_record(rs):
     m = dict(rs[0])
     for k, v in rs[0].items():
@@ -292,61 +301,61 @@ def sh(cmd):
 cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
 nchan_ver = sh("dpkg-query -W -f='${Version}' libnginx-mod-nchan")
 metrics = [
-    ("deliveries_per_s", "deliveries/s"),
-    ("server_cpu_s_per_million_deliveries", "server CPU s / 1M deliveries"),
-    ("latency_p50_ms", "p50 ms"),
-    ("latency_p90_ms", "p90 ms"),
-    ("latency_p99_ms", "p99 ms"),
-    ("latency_p999_ms", "p99.9 ms"),
-    ("latency_max_ms", "max ms"),
-    ("publish_server_core_util", "server core busy (publish phase)"),
-    ("publish_server_core_busy_all", "server's core busy, any process incl. softirq (publish phase)"),
-    ("publish_server_core_softirq", "server's core in softirq (publish phase)"),
-    ("publish_loadgen_core_util", "load-generator core busy (publish phase)"),
-    ("connects_per_s", "connects/s"),
-    ("ttfb_p99_ms", "TTFB p99 ms"),
-    ("server_cpu_us_per_connect", "server CPU us / connect"),
-    ("server_cpu_us_per_close", "server CPU us / close (after the publish phase)"),
-    ("server_connects_per_cpu_s", "connects per server CPU-second"),
-    ("connect_server_core_util", "server core busy (connect phase)"),
-    ("connect_loadgen_core_util", "load-generator core busy (connect phase)"),
-    ("server_rss_bytes_per_connection", "server RSS bytes / connection"),
-    ("published", "published"),
-    ("publish_errors", "publish errors"),
-    ("delivered", "delivered"),
-    ("lost", "lost"),
-    ("duplicated", "duplicated"),
-    ("reordered", "reordered"),
-    ("misrouted", "misrouted (a topic not subscribed)"),
-    ("undelivered_at_deadline", "undelivered at deadline"),
+    ("delivery.per_s", "deliveries/s"),
+    ("server.cpu_us_per_delivery", "server CPU µs / delivery (= s / 1M deliveries)"),
+    ("latency_ms.p50", "p50 ms"),
+    ("latency_ms.p90", "p90 ms"),
+    ("latency_ms.p99", "p99 ms"),
+    ("latency_ms.p999", "p99.9 ms"),
+    ("latency_ms.max", "max ms"),
+    ("server.cores_busy.publish", "server core busy (publish phase)"),
+    ("server.core.busy", "server's core busy, any process incl. softirq (publish phase)"),
+    ("server.core.softirq", "server's core in softirq (publish phase)"),
+    ("loadgen.cores_busy.publish", "load-generator core busy (publish phase)"),
+    ("connect.per_s", "connects/s"),
+    ("connect.ttfb_ms.p99", "TTFB p99 ms"),
+    ("server.cpu_us_per_connect", "server CPU us / connect"),
+    ("server.cpu_us_per_close", "server CPU us / close (after the publish phase)"),
+    ("server.connects_per_cpu_s", "connects per server CPU-second"),
+    ("server.cores_busy.connect", "server core busy (connect phase)"),
+    ("loadgen.cores_busy.connect", "load-generator core busy (connect phase)"),
+    ("server.rss_growth_bytes_per_connection", "server RSS bytes / connection"),
+    ("delivery.published", "published"),
+    ("delivery.publish_errors", "publish errors"),
+    ("delivery.delivered", "delivered"),
+    ("delivery.lost", "lost"),
+    ("delivery.duplicated", "duplicated"),
+    ("delivery.reordered", "reordered"),
+    ("delivery.misrouted", "misrouted (a topic not subscribed)"),
+    ("delivery.undelivered_at_deadline", "undelivered at deadline"),
     # j (market) only.
     ("ringcast_env", "ringcast environment"),
-    ("topics_per_sub", "topics per subscription"),
-    ("wildcard_subscribers", "venue-wildcard subscribers"),
-    ("wildcard_as", "a venue wildcard is"),
-    ("expected_deliveries", "deliveries expected"),
+    ("market.topics_per_sub", "topics per subscription"),
+    ("market.wildcard_subscribers", "venue-wildcard subscribers"),
+    ("market.wildcard_as", "a venue wildcard is"),
+    ("delivery.expected", "deliveries expected"),
     # h (burst) and i (resume storm) only.
-    ("subscribers_disconnected", "reading subscribers disconnected"),
-    ("server_slow_disconnects", "server slow disconnects (/metrics delta)"),
-    ("server_fanout_paused", "server fan-out holds (/metrics delta)"),
-    ("server_ingest_ring_full", "server ingest ring full (/metrics delta)"),
-    ("ack_p50_ms", "publish ack p50 ms"),
-    ("ack_p99_ms", "publish ack p99 ms"),
-    ("ack_p99_ms_calm", "publish ack p99 ms, calm window"),
-    ("ack_p99_ms_storm", "publish ack p99 ms, storm window"),
-    ("ack_p99_ratio", "publish ack p99, storm / calm"),
-    ("live_p99_ms_calm", "stayers' live p99 ms, calm window"),
-    ("live_p99_ms_storm", "stayers' live p99 ms, storm window"),
-    ("live_p99_ratio", "stayers' live p99, storm / calm"),
-    ("resumers", "resumers"),
-    ("resumers_exact", "resumers with exactly the missed events, then live"),
-    ("resyncs", "resync frames"),
-    ("replayed_per_resumer", "events replayed per resumer"),
-    ("resume_ttfb_p99_ms", "resume TTFB p99 ms"),
-    ("resume_catchup_max_ms", "resume to first live event, max ms"),
-    ("calm_server_core_util", "server core busy (calm window)"),
-    ("storm_server_core_util", "server core busy (storm window)"),
-    ("loadgen_lag_p99_ms_storm", "load-generator timer lag p99 ms (storm window)"),
+    ("delivery.disconnected_subscribers", "reading subscribers disconnected"),
+    ("server_metrics.slow_disconnects", "server slow disconnects (/metrics delta)"),
+    ("server_metrics.fanout_paused", "server fan-out holds (/metrics delta)"),
+    ("server_metrics.ingest_ring_full", "server ingest ring full (/metrics delta)"),
+    ("ack_ms.p50", "publish ack p50 ms"),
+    ("ack_ms.p99", "publish ack p99 ms"),
+    ("storm.calm_window.ack_p99_ms", "publish ack p99 ms, calm window"),
+    ("storm.storm_window.ack_p99_ms", "publish ack p99 ms, storm window"),
+    ("storm.storm_over_calm.ack_p99", "publish ack p99, storm / calm"),
+    ("storm.calm_window.live_p99_ms", "stayers' live p99 ms, calm window"),
+    ("storm.storm_window.live_p99_ms", "stayers' live p99 ms, storm window"),
+    ("storm.storm_over_calm.live_p99", "stayers' live p99, storm / calm"),
+    ("storm.resumers", "resumers"),
+    ("storm.resume.exact", "resumers with exactly the missed events, then live"),
+    ("delivery.resyncs", "resync frames"),
+    ("storm.resume.replayed_per_resumer", "events replayed per resumer"),
+    ("storm.resume.ttfb_p99_ms", "resume TTFB p99 ms"),
+    ("storm.resume.catchup_max_ms", "resume to first live event, max ms"),
+    ("storm.calm_window.server_cores_busy", "server core busy (calm window)"),
+    ("storm.storm_window.server_cores_busy", "server core busy (storm window)"),
+    ("storm.storm_window.loadgen_lag_p99_ms", "load-generator timer lag p99 ms (storm window)"),
 ]
 fmt = lambda v: "–" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 def get(s, srv, k):
@@ -366,30 +375,30 @@ out.append(f"Generated by `scripts/compare.sh` on {time.strftime('%Y-%m-%d %H:%M
 t = []
 def target(name, value, ok, how):
     t.append(f"| {name} | {value} | {'met' if ok else 'missed'} | {how} |")
-r = ratio(get("a10k", "ringcast", "server_cpu_s_per_million_deliveries"), get("a10k", "nchan", "server_cpu_s_per_million_deliveries"))
+r = ratio(get("a10k", "ringcast", "server.cpu_us_per_delivery"), get("a10k", "nchan", "server.cpu_us_per_delivery"))
 if r is not None:
     target("server CPU per delivery, 10k subscribers, 1 topic: ≤ 1/3 of nchan", f"{r:.2f}× nchan", r <= 1/3, "a10k")
-one = get("a10k", "ringcast", "server_cpu_s_per_million_deliveries")
-two = get("a10k_2workers", "ringcast", "server_cpu_s_per_million_deliveries")
+one = get("a10k", "ringcast", "server.cpu_us_per_delivery")
+two = get("a10k_2workers", "ringcast", "server.cpu_us_per_delivery")
 if one and two:
     per_core = one / two  # deliveries per CPU-second, 2 workers / 1 worker
     target("2 workers: throughput per server core within 15% of 1 worker", f"{per_core:.2f}× the 1-worker figure", per_core >= 0.85,
            "deliveries per server CPU-second, a10k_2workers / a10k")
-r = ratio(get("c10k_rate", "ringcast", "latency_p99_ms"), get("c10k_rate", "nchan", "latency_p99_ms"))
+r = ratio(get("c10k_rate", "ringcast", "latency_ms.p99"), get("c10k_rate", "nchan", "latency_ms.p99"))
 if r is not None:
     target("p99, 10k subscribers at a moderate rate: ≤ 1/2 of nchan", f"{r:.2f}× nchan", r <= 0.5, "c10k_rate")
-rss = get("d20k_idle", "ringcast", "server_rss_bytes_per_connection")
-r = ratio(rss, get("d20k_idle", "nchan", "server_rss_bytes_per_connection"))
+rss = get("d20k_idle", "ringcast", "server.rss_growth_bytes_per_connection")
+r = ratio(rss, get("d20k_idle", "nchan", "server.rss_growth_bytes_per_connection"))
 if rss is not None and r is not None:
     target("memory per idle subscriber: < 2 KiB and ≤ 1/2 of nchan", f"{rss:.0f} B, {r:.2f}× nchan", rss < 2048 and r <= 0.5, "d20k_idle, server RSS delta / connection")
-r = ratio(get("e10k_storm", "ringcast", "connects_per_s"), get("e10k_storm", "nchan", "connects_per_s"))
-rc = ratio(get("e10k_storm", "ringcast", "server_connects_per_cpu_s"), get("e10k_storm", "nchan", "server_connects_per_cpu_s"))
+r = ratio(get("e10k_storm", "ringcast", "connect.per_s"), get("e10k_storm", "nchan", "connect.per_s"))
+rc = ratio(get("e10k_storm", "ringcast", "server.connects_per_cpu_s"), get("e10k_storm", "nchan", "server.connects_per_cpu_s"))
 if r is not None:
-    lg = get("e10k_storm", "ringcast", "connect_loadgen_core_util")
+    lg = get("e10k_storm", "ringcast", "loadgen.cores_busy.connect")
     target("connection storm: ≥ 1.5× nchan's accepted connections/s", f"{r:.2f}× observed; {fmt(rc)}× per server CPU-second", r >= 1.5,
            f"e10k_storm; load generator core {fmt(lg)} busy")
 for srv in ("ringcast", "nchan"):
-    base, stalled = get("c10k_rate", srv, "latency_p99_ms"), get("f10k_1pct_stalled", srv, "latency_p99_ms")
+    base, stalled = get("c10k_rate", srv, "latency_ms.p99"), get("f10k_1pct_stalled", srv, "latency_ms.p99")
     if base and stalled:
         rise = stalled / base - 1
         if srv == "ringcast":
@@ -400,12 +409,12 @@ for srv in ("ringcast", "nchan"):
 r = by.get("h_burst", {})
 for srv in ("ringcast", "nchan"):
     x = r.get(srv)
-    if not x or x.get("subscribers_disconnected") is None:
+    if not x or x.get("delivery.disconnected_subscribers") is None:
         continue
-    disc, slow = x.get("subscribers_disconnected"), x.get("server_slow_disconnects")
-    seen = f"{disc} of {x.get('subscribers')}" + (f" (server: {fmt(slow)} slow disconnects)" if slow is not None else "")
-    how = (f"h_burst: {x.get('publishers')} publishers, {x.get('batch_publish')}; "
-           f"{fmt(x.get('deliveries_per_s'))} deliveries/s, p99 {fmt(x.get('latency_p99_ms'))} ms")
+    disc, slow = x.get("delivery.disconnected_subscribers"), x.get("server_metrics.slow_disconnects")
+    seen = f"{disc} of {x.get('run.subscribers')}" + (f" (server: {fmt(slow)} slow disconnects)" if slow is not None else "")
+    how = (f"h_burst: {x.get('run.publishers')} publishers, {x.get('run.batch_as')}; "
+           f"{fmt(x.get('delivery.per_s'))} deliveries/s, p99 {fmt(x.get('latency_ms.p99'))} ms")
     if srv == "ringcast":
         target("burst: reading subscribers disconnected = 0", seen, disc == 0 and not slow, how)
     else:
@@ -413,16 +422,16 @@ for srv in ("ringcast", "nchan"):
 r = by.get("i_resume_storm", {})
 for srv in ("ringcast", "nchan"):
     x = r.get(srv)
-    if not x or x.get("resumers") is None:
+    if not x or x.get("storm.resumers") is None:
         continue
-    ra, rl = x.get("ack_p99_ratio"), x.get("live_p99_ratio")
-    exact = x.get("resumers_exact") == x.get("resumers") and not x.get("resyncs") and not any(
-        x.get(k) for k in ("lost", "duplicated", "reordered"))
-    seen = (f"ack p99 {fmt(x.get('ack_p99_ms_calm'))} → {fmt(x.get('ack_p99_ms_storm'))} ms ({fmt(ra)}×), "
-            f"live p99 {fmt(x.get('live_p99_ms_calm'))} → {fmt(x.get('live_p99_ms_storm'))} ms ({fmt(rl)}×); "
-            f"{x.get('resumers_exact')} of {x.get('resumers')} resumers exact")
-    how = (f"i_resume_storm: {x.get('resumers')} resumers, {x.get('stayers')} stayers, "
-           f"{fmt(x.get('replayed_per_resumer'))} events replayed each; ack from when due")
+    ra, rl = x.get("storm.storm_over_calm.ack_p99"), x.get("storm.storm_over_calm.live_p99")
+    exact = x.get("storm.resume.exact") == x.get("storm.resumers") and not x.get("delivery.resyncs") and not any(
+        x.get(k) for k in ("delivery.lost", "delivery.duplicated", "delivery.reordered"))
+    seen = (f"ack p99 {fmt(x.get('storm.calm_window.ack_p99_ms'))} → {fmt(x.get('storm.storm_window.ack_p99_ms'))} ms ({fmt(ra)}×), "
+            f"live p99 {fmt(x.get('storm.calm_window.live_p99_ms'))} → {fmt(x.get('storm.storm_window.live_p99_ms'))} ms ({fmt(rl)}×); "
+            f"{x.get('storm.resume.exact')} of {x.get('storm.resumers')} resumers exact")
+    how = (f"i_resume_storm: {x.get('storm.resumers')} resumers, {x.get('storm.stayers')} stayers, "
+           f"{fmt(x.get('storm.resume.replayed_per_resumer'))} events replayed each; ack from when due")
     if srv == "ringcast":
         ok = ra is not None and rl is not None and ra <= 2 and rl <= 2 and exact
         target("resume storm: ack p99 and live p99 ≤ 2× without; exact resume", seen, ok, how)
@@ -435,22 +444,22 @@ def window_of(x):
     e = x.get("ringcast_env") or ""
     ms = [kv.split("=", 1)[1] for kv in e.split() if kv.startswith("RINGCAST_SSE_WRITE_DELAY_MS=")]
     return f"sse.write_delay_ms = {ms[0]}" if ms else "sse.write_delay_ms = 0 (unset)"
-nchan_market = get("j_market", "nchan", "server_cpu_s_per_million_deliveries")
+nchan_market = get("j_market", "nchan", "server.cpu_us_per_delivery")
 for scen in sorted((s for s in by if str(s).startswith("j_market")), key=lambda s: (len(s), s)):
     x = by[scen].get("ringcast")
     if not x:
         continue
     n = by.get("j_market", {}).get("nchan", {})
-    a = x.get("server_cpu_s_per_million_deliveries")
+    a = x.get("server.cpu_us_per_delivery")
     r = ratio(a, nchan_market)
-    seen = f"{fmt(r)}× nchan ({fmt(a)} vs {fmt(nchan_market)} s per 1M)"
-    how = (f"{scen}: deliveries/s {fmt(x.get('deliveries_per_s'))} vs {fmt(n.get('deliveries_per_s'))}, "
-           f"p99 {fmt(x.get('latency_p99_ms'))} vs {fmt(n.get('latency_p99_ms'))} ms; "
-           f"events published in the run {fmt(x.get('published'))} vs {fmt(n.get('published'))} of {fmt(x.get('events'))}; "
-           f"server core busy with softirqs {fmt(x.get('publish_server_core_busy_all'))} vs "
-           f"{fmt(n.get('publish_server_core_busy_all'))} (softirq {fmt(x.get('publish_server_core_softirq'))} vs "
-           f"{fmt(n.get('publish_server_core_softirq'))}, not in CPU per delivery); "
-           f"nchan's {fmt(n.get('wildcard_subscribers'))} venue-wildcard subscribers take "
+    seen = f"{fmt(r)}× nchan ({fmt(a)} vs {fmt(nchan_market)} µs per delivery)"
+    how = (f"{scen}: deliveries/s {fmt(x.get('delivery.per_s'))} vs {fmt(n.get('delivery.per_s'))}, "
+           f"p99 {fmt(x.get('latency_ms.p99'))} vs {fmt(n.get('latency_ms.p99'))} ms; "
+           f"events published in the run {fmt(x.get('delivery.published'))} vs {fmt(n.get('delivery.published'))} of {fmt(x.get('run.events'))}; "
+           f"server core busy with softirqs {fmt(x.get('server.core.busy'))} vs "
+           f"{fmt(n.get('server.core.busy'))} (softirq {fmt(x.get('server.core.softirq'))} vs "
+           f"{fmt(n.get('server.core.softirq'))}, not in CPU per delivery); "
+           f"nchan's {fmt(n.get('market.wildcard_subscribers'))} venue-wildcard subscribers take "
            "channels of the venue instead (no wildcard in nchan: not the same load); "
            "issue targets ≤ 0.6× at 100 topics, ≤ 0.7× at 2,000 topics flat out")
     t.append(f"| market (2,000 topics, 20 per subscription, 5% venue wildcards), {window_of(x)}: "
@@ -475,22 +484,22 @@ def floor_row(scen, label, key, unit, scale, limit_abs=None, limit_nchan=None, n
     if limit_nchan is not None and f is not None and n and f / n > limit_nchan:
         how += f"; the floor itself is above {limit_nchan:g}× nchan: a loop with no server logic misses it too"
     target(label, ", ".join(parts), ok, how)
-floor_row("a10k", "issue 11: CPU per delivery, 10k subscribers, 1 topic, flat out: ≤ 1.0 µs", "server_cpu_s_per_million_deliveries", "µs", 1.0, limit_abs=1.0)
-floor_row("b10k_100topics", "issue 11: CPU per delivery, 100 topics, flat out: ≤ 0.6× nchan", "server_cpu_s_per_million_deliveries", "µs", 1.0, limit_nchan=0.6)
-floor_row("b10k_2000topics", "issue 11: CPU per delivery, 2,000 topics, flat out: ≤ 0.7× nchan", "server_cpu_s_per_million_deliveries", "µs", 1.0, limit_nchan=0.7)
-floor_row("k100_rate500", "issue 11: p99, 100 topics × 500 events/s: ≤ 2 ms and ≤ nchan's", "latency_p99_ms", "ms", 1.0, limit_abs=2.0, limit_nchan=1.0)
-floor_row("b10k_100topics_w5", "issue 11: CPU per delivery, 100 topics, flat out, sse.write_delay_ms = 5: ≤ 0.3× nchan", "server_cpu_s_per_million_deliveries", "µs", 1.0, limit_nchan=0.3, nchan_scen="b10k_100topics")
+floor_row("a10k", "issue 11: CPU per delivery, 10k subscribers, 1 topic, flat out: ≤ 1.0 µs", "server.cpu_us_per_delivery", "µs", 1.0, limit_abs=1.0)
+floor_row("b10k_100topics", "issue 11: CPU per delivery, 100 topics, flat out: ≤ 0.6× nchan", "server.cpu_us_per_delivery", "µs", 1.0, limit_nchan=0.6)
+floor_row("b10k_2000topics", "issue 11: CPU per delivery, 2,000 topics, flat out: ≤ 0.7× nchan", "server.cpu_us_per_delivery", "µs", 1.0, limit_nchan=0.7)
+floor_row("k100_rate500", "issue 11: p99, 100 topics × 500 events/s: ≤ 2 ms and ≤ nchan's", "latency_ms.p99", "ms", 1.0, limit_abs=2.0, limit_nchan=1.0)
+floor_row("b10k_100topics_w5", "issue 11: CPU per delivery, 100 topics, flat out, sse.write_delay_ms = 5: ≤ 0.3× nchan", "server.cpu_us_per_delivery", "µs", 1.0, limit_nchan=0.3, nchan_scen="b10k_100topics")
 for scen in ("a10k", "b10k_100topics", "b10k_2000topics", "k100_rate500"):
-    floor_row(scen, f"issue 11: TTFB p99 at 256 concurrent connects ({scen}): ≤ nchan's", "ttfb_p99_ms", "ms", 1.0, limit_nchan=1.0)
+    floor_row(scen, f"issue 11: TTFB p99 at 256 concurrent connects ({scen}): ≤ nchan's", "connect.ttfb_ms.p99", "ms", 1.0, limit_nchan=1.0)
 clean = [s for s in by if "stalled" not in s]
 bad = [(s, srv) for s in clean for srv, r in by[s].items()
-       if any(r.get(k) for k in ("lost", "duplicated", "reordered", "misrouted"))]
+       if any(r.get(k) for k in ("delivery.lost", "delivery.duplicated", "delivery.reordered", "delivery.misrouted"))]
 target("zero lost, duplicated, reordered or misrouted events (no stalled clients)",
        "none" if not bad else ", ".join(f"{s}/{srv}" for s, srv in bad), not any(srv == "ringcast" for _, srv in bad), "every scenario")
 if reps:
     out.append("Repeated scenarios (figures are medians; p99 of each run): " + "; ".join(
-        f"{s}/{srv} p99 {', '.join(fmt(r.get('latency_p99_ms')) for r in v)} ms, CPU/1M "
-        f"{', '.join(fmt(r.get('server_cpu_s_per_million_deliveries')) for r in v)} s"
+        f"{s}/{srv} p99 {', '.join(fmt(r.get('latency_ms.p99')) for r in v)} ms, CPU "
+        f"{', '.join(fmt(r.get('server.cpu_us_per_delivery')) for r in v)} µs/delivery"
         for (s, srv), v in sorted(reps.items())) + ".\n")
 out.append("## Targets\n")
 out.append("| target | this run | | from |\n|---|---|---|---|")
@@ -506,7 +515,7 @@ for scen, servers in by.items():
         a, b, f = rc.get(key), nc.get(key), fl.get(key)
         if a is None and b is None:
             continue
-        if not a and not b and key not in ("lost", "duplicated", "reordered", "misrouted", "subscribers_disconnected", "resyncs"):
+        if not a and not b and key not in ("delivery.lost", "delivery.duplicated", "delivery.reordered", "delivery.misrouted", "delivery.disconnected_subscribers", "delivery.resyncs"):
             continue
         rr = ratio(a, b)
         out.append(f"| {scen} | {label} | {fmt(a)} | {fmt(b)} | {fmt(rr) if rr is not None else '–'} |"

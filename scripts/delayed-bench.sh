@@ -55,20 +55,25 @@ done
 python3 - "$results" "$out/delayed.md" <<'PY'
 import json, subprocess, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def get(r, key):
+    # A figure of the grouped report, by its dotted path ("delivery.lost").
+    for part in key.split("."):
+        r = r.get(part) if isinstance(r, dict) else None
+    return r
 def med(kind, key):
-    v = sorted(r[key] for r in rows if r.get("kind") == kind and isinstance(r.get(key), (int, float)))
+    v = sorted(get(r, key) for r in rows if r.get("kind") == kind and isinstance(get(r, key), (int, float)))
     return v[len(v) // 2] if v else None
-key = "server_cpu_s_per_million_deliveries"
+key = "server.cpu_us_per_delivery"
 rt, dl = med("realtime", key), med("delayed", key)
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 with open(sys.argv[2], "w") as f:
     f.write(f"# Delayed grants: CPU per delivery\n\ncommit `{commit}`; `scripts/delayed-bench.sh`; 10k subscribers, 1 topic, 300 events of 100 B, auth on (HS256), auth.delay_ms = 1000, one worker on core 0, load generator on core 1; medians of {len(rows)//2} interleaved runs each.\n\n")
-    f.write("| view | server CPU s / 1M deliveries (each run) | median |\n|---|---|---|\n")
+    f.write("| view | server CPU µs / delivery (= s / 1M deliveries; each run) | median |\n|---|---|---|\n")
     for kind in ("realtime", "delayed"):
-        each = ", ".join(f"{r.get(key, float('nan')):.2f}" for r in rows if r.get("kind") == kind)
+        each = ", ".join(f"{v:.2f}" if isinstance(v := get(r, key), (int, float)) else "–" for r in rows if r.get("kind") == kind)
         f.write(f"| {kind} | {each} | {med(kind, key):.2f} |\n")
-    deliv = {k: med(k, "delivered") for k in ("realtime", "delayed")}
-    lost = {k: med(k, "lost") for k in ("realtime", "delayed")}
+    deliv = {k: med(k, "delivery.delivered") for k in ("realtime", "delayed")}
+    lost = {k: med(k, "delivery.lost") for k in ("realtime", "delayed")}
     f.write(f"\nDeliveries per run (median): real-time {deliv['realtime']}, delayed {deliv['delayed']}; lost: {lost['realtime']}, {lost['delayed']}.\n")
     if rt and dl:
         f.write(f"\nDelayed / real-time: **{dl/rt:.2f}×** (target: at most 1.0×, within this machine's ±15% run-to-run noise).\n")

@@ -22,8 +22,8 @@ for rep in $(seq "$reps"); do
       for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
       taskset -c 1 target/release/ringcast-load --addr "127.0.0.1:$port" --server-pid "$pid" --server-core 0 \
         --timeout-s 60 --json --subscribers 1 --topics 100 --events "$events" --batch "$b" --inflight 8 |
-        python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); cpu=d["server_cpu_s_per_million_deliveries"]*d["delivered"]/1e6
-print(sys.argv[1], "batch", sys.argv[2], "events/s", round(d["published"]/d["publish_seconds"]), "server CPU us/event", round(cpu/d["published"]*1e6, 3), "events per server CPU-s", round(d["published"]/cpu), "lost", d["lost"])' "$bin" "$b"
+        python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); d=r["delivery"]; cpu=r["server"]["cpu_us_per_delivery"]*d["delivered"]/1e6
+print(sys.argv[1], "batch", sys.argv[2], "events/s", round(d["published"]/r["run"]["publish_s"]), "server CPU us/event", round(cpu/d["published"]*1e6, 3), "events per server CPU-s", round(d["published"]/cpu), "lost", d["lost"])' "$bin" "$b"
       kill "$pid"; wait "$pid" 2>/dev/null
     done
   done

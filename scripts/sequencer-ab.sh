@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
       for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
       line=$(taskset -c 1 target/release/ringcast-load --addr 127.0.0.1:$port --server-pid $pid $core --timeout-s 90 --json $largs || echo '{}')
       python3 -c 'import json,sys; d=json.loads(sys.argv[1] or "{}"); d["scenario"]=sys.argv[2]; d["kind"]=sys.argv[3]; d["rep"]=int(sys.argv[4]); print(json.dumps(d))' "$line" "$name" "$kind" "$rep" >> $out
-      python3 -c 'import json,sys; d=json.loads(sys.argv[1] or "{}"); print(sys.argv[2], sys.argv[3], "cpu/1M", d.get("server_cpu_s_per_million_deliveries"), "dps", round(d.get("deliveries_per_s") or 0), "p50", d.get("latency_p50_ms"), "p99", d.get("latency_p99_ms"), "pub_s", d.get("publish_seconds"), "lost", d.get("lost"))' "$line" "$name" "$kind"
+      python3 -c 'import json,sys; d=json.loads(sys.argv[1] or "{}"); g=lambda g, k: d.get(g, {}).get(k); print(sys.argv[2], sys.argv[3], "cpu us/delivery", g("server", "cpu_us_per_delivery"), "dps", g("delivery", "per_s") or 0, "p50", g("latency_ms", "p50"), "p99", g("latency_ms", "p99"), "pub_s", g("run", "publish_s"), "lost", g("delivery", "lost"))' "$line" "$name" "$kind"
       kill $pid; wait $pid 2>/dev/null
     done
   done

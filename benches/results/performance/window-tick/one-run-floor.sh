@@ -12,5 +12,5 @@ python3 - "$out" "$(tail -1 "${TMPDIR:-/tmp}/floor.err")" "$win" <<'PY'
 import json,sys,re
 d=json.loads(sys.argv[1]); x=re.search(r'writes (\d+) frames (\d+)',sys.argv[2])
 w,f=int(x.group(1)),int(x.group(2))
-print(f"       floor w{sys.argv[3]} dps={d['deliveries_per_s']:.0f} cpu1M={d['server_cpu_s_per_million_deliveries']:.2f} p50={d['latency_p50_ms']:.1f} p99={d['latency_p99_ms']:.1f} frames/write={(f-10000)/max(w-10000,1):.2f} lost={d['lost']} srv={d['publish_server_core_util']:.2f} gen={d['publish_loadgen_core_util']:.2f}")
+print(f"       floor w{sys.argv[3]} dps={d['delivery']['per_s']:.0f} cpu1M={d['server']['cpu_us_per_delivery']:.2f} p50={d['latency_ms']['p50']:.1f} p99={d['latency_ms']['p99']:.1f} frames/write={(f-10000)/max(w-10000,1):.2f} lost={d['delivery']['lost']} srv={d['server']['cores_busy']['publish']:.2f} gen={d['loadgen']['cores_busy']['publish']:.2f}")
 PY

@@ -17,5 +17,5 @@ def g(pat):
     x=re.search(pat+r' ([0-9.e+-]+)',m); return float(x.group(1)) if x else float('nan')
 ws=g(r'ringcast_stage_seconds_sum\{stage="write_submitted"\}'); wc=g(r'ringcast_stage_seconds_count\{stage="write_submitted"\}')
 fr=g('ringcast_frames_delivered_total')
-print(f"{sys.argv[3][-12:]:>12} w{sys.argv[4]} dps={d['deliveries_per_s']:.0f} cpu1M={d['server_cpu_s_per_million_deliveries']:.2f} p50={d['latency_p50_ms']:.1f} p99={d['latency_p99_ms']:.1f} ws_mean={1000*ws/max(wc,1):.2f}ms frames/fresh_write={fr/max(wc,1):.2f} lost={d['lost']} srv={d['publish_server_core_util']:.2f} gen={d['publish_loadgen_core_util']:.2f}")
+print(f"{sys.argv[3][-12:]:>12} w{sys.argv[4]} dps={d['delivery']['per_s']:.0f} cpu1M={d['server']['cpu_us_per_delivery']:.2f} p50={d['latency_ms']['p50']:.1f} p99={d['latency_ms']['p99']:.1f} ws_mean={1000*ws/max(wc,1):.2f}ms frames/fresh_write={fr/max(wc,1):.2f} lost={d['delivery']['lost']} srv={d['server']['cores_busy']['publish']:.2f} gen={d['loadgen']['cores_busy']['publish']:.2f}")
 PY

@@ -15,8 +15,20 @@ const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 /// One panel: a figure per (server, subscribers).
 struct Panel {
     title: &'static str,
-    key: &'static str,
+    /// Where the figure is in a record (a JSON pointer into the report),
+    /// and its key in records written before the report was grouped.
+    key: (&'static str, &'static str),
     scale: f64,
+}
+
+/// A record's field: the grouped report's (`/delivery/per_s`), or the flat
+/// key of a record written before the report was grouped (2026-12), as the
+/// older `benches/results/**/compare.jsonl` are.
+fn field<'a>(
+    v: &'a serde_json::Value,
+    (pointer, flat): (&str, &str),
+) -> Option<&'a serde_json::Value> {
+    v.pointer(pointer).or_else(|| v.get(flat))
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -45,11 +57,17 @@ fn main() -> Result<(), Box<dyn Error>> {
         if !one_topic_flat_out {
             continue;
         }
-        let (Some(server), Some(subs)) = (v["server"].as_str(), v["subscribers"].as_u64()) else {
+        let server = field(&v, ("/run/server", "server")).and_then(|s| s.as_str());
+        let subs = field(&v, ("/run/subscribers", "subscribers")).and_then(|s| s.as_u64());
+        let (Some(server), Some(subs)) = (server, subs) else {
             continue;
         };
         // A run cut off by its time limit has no comparable rate or p99.
-        if v["undelivered_at_deadline"].as_u64().unwrap_or(0) > 0 {
+        let undelivered = (
+            "/delivery/undelivered_at_deadline",
+            "undelivered_at_deadline",
+        );
+        if field(&v, undelivered).and_then(|u| u.as_u64()).unwrap_or(0) > 0 {
             eprintln!("chart: leaving out {server} at {subs} subscribers (did not finish in time)");
             continue;
         }
@@ -66,17 +84,20 @@ fn main() -> Result<(), Box<dyn Error>> {
     let panels = [
         Panel {
             title: "deliveries/s (thousands)",
-            key: "deliveries_per_s",
+            key: ("/delivery/per_s", "deliveries_per_s"),
             scale: 1e-3,
         },
         Panel {
             title: "publish-to-receive p99 (ms)",
-            key: "latency_p99_ms",
+            key: ("/latency_ms/p99", "latency_p99_ms"),
             scale: 1.0,
         },
         Panel {
             title: "server CPU per delivery (us)",
-            key: "server_cpu_s_per_million_deliveries",
+            key: (
+                "/server/cpu_us_per_delivery",
+                "server_cpu_s_per_million_deliveries",
+            ),
             scale: 1.0,
         },
     ];
@@ -101,8 +122,10 @@ fn main() -> Result<(), Box<dyn Error>> {
                 .map(|m| {
                     m.iter()
                         .filter_map(|(subs, vs)| {
-                            let mut xs: Vec<f64> =
-                                vs.iter().filter_map(|v| v[panel.key].as_f64()).collect();
+                            let mut xs: Vec<f64> = vs
+                                .iter()
+                                .filter_map(|v| field(v, panel.key)?.as_f64())
+                                .collect();
                             xs.sort_by(f64::total_cmp);
                             let median = *xs.get(xs.len() / 2)?;
                             Some((*subs as f64 / 1000.0, median * panel.scale))
