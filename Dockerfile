@@ -1,5 +1,9 @@
 # ringcast container image. Build: docker build -t ringcast .
 # Run:   docker run --rm -p 8080:8080 --ulimit nofile=1048576:1048576 ringcast
+# Demo:  docker run --rm -p 8080:8080 ringcast --demo   (then open http://127.0.0.1:8080/)
+#        Arguments replace CMD below (the file only repeats the defaults) and
+#        the listen address comes from ENV; or keep CMD and add
+#        -e RINGCAST_DEMO_ENABLED=true.
 # The build stage has the Rust toolchain; the runtime stage has only the binary
 # and the configuration.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Single node against cluster mode (README, "Cluster mode"): the same
+# Single node against cluster mode (docs/cluster.md): the same
 # ringcast-load runs against one ringcast node, then against a cluster of
 # one nats-server (-js, file store in a temporary directory) and two
 # ringcast nodes, all on 127.0.0.1. Every server process gets one worker,

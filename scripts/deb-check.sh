@@ -20,6 +20,16 @@ for f in /usr/bin/ringcast /lib/systemd/system/ringcast.service /etc/ringcast/ri
          /usr/share/doc/ringcast/copyright; do
   grep -qx "$f" <<<"$files" || { echo "deb-check: $f is missing from the package"; echo "$files"; exit 1; }
 done
+# The guides and every example file the operations guide names, each
+# identical to the repository's copy.
+for src in docs/*.md tuning/nginx/*.conf tuning/prometheus/*.yml tuning/grafana/*.json tuning/k8s/*.yaml; do
+  case $src in
+    docs/*) dst=/usr/share/doc/ringcast/docs/${src#docs/} ;;
+    *) dst=/usr/share/doc/ringcast/examples/${src#tuning/} ;;
+  esac
+  grep -qx "$dst" <<<"$files" || { echo "deb-check: $dst ($src) is missing from the package"; echo "$files"; exit 1; }
+  cmp -s "$src" "$dst" || { echo "deb-check: $dst differs from $src"; exit 1; }
+done
 # The configuration is a conffile: an upgrade keeps the operator's edits.
 grep -qx /etc/ringcast/ringcast.toml "/var/lib/dpkg/info/ringcast.conffiles" \
   || { echo "deb-check: /etc/ringcast/ringcast.toml is not a conffile"; exit 1; }

@@ -1,4 +1,4 @@
-//! The README's cluster example (README, "Cluster mode"): two ringcast
+//! The balancer example of docs/cluster.md: two ringcast
 //! nodes on one nats-server behind a real nginx running
 //! `tuning/nginx/cluster-stream.conf` as shipped, only its three addresses
 //! (127.0.0.1:8080/8081/8082) rewritten to this test's ephemeral ones.
@@ -67,7 +67,7 @@ impl Balancer {
         }
         let path = dir.join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
-        // As the README runs it, but in the foreground so that this test
+        // As docs/cluster.md runs it, in the foreground so that this test
         // owns the process (`-g` adds to the file, it changes nothing in it).
         let nginx = support::nginx::Nginx::start(dir, &path, "", addr, "/readyz");
         Balancer {

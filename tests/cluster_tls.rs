@@ -1,4 +1,4 @@
-//! Cluster mode over TLS to NATS (README "Cluster mode"; `cluster.tls_ca_file`,
+//! Cluster mode over TLS to NATS (docs/cluster.md; `cluster.tls_ca_file`,
 //! `cluster.tls_cert_file`, `cluster.tls_key_file`): a nats-server that
 //! requires TLS and verifies client certificates (`--tlsverify`), with a
 //! private CA made by openssl. Nodes with the CA and a client certificate

@@ -78,6 +78,13 @@ fn chromium_shows_the_demo_board_and_reconnects() {
         &["--workers", "2", "--demo"],
         &[],
     );
+    // The same board with auth on: it must ask for the token's cookie.
+    let secret = "compat-board-secret-0123456789abcdef";
+    let authed = Server::start_with(
+        &format!("[auth]\nhs256_secret = \"{secret}\"\n[demo]\nevents_per_sec = 300\n"),
+        &["--workers", "1", "--demo"],
+        &[],
+    );
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/compat");
     std::fs::create_dir_all(&shots).unwrap();
     let shot = shots.join("demo-board.png");
@@ -85,7 +92,13 @@ fn chromium_shows_the_demo_board_and_reconnects() {
     run(Command::new("node")
         .current_dir(compat_dir())
         .env("CHROMIUM", &chromium)
-        .args(["browser.mjs", &s.addr().to_string(), shot.to_str().unwrap()]));
+        .args([
+            "browser.mjs",
+            &s.addr().to_string(),
+            shot.to_str().unwrap(),
+            &authed.addr().to_string(),
+            secret,
+        ]));
     assert!(shot.exists(), "screenshot written");
     eprintln!(
         "CI artifact: screenshot of the demo board at {}",

@@ -45,7 +45,7 @@ fn stalled_reader_is_disconnected_fast_reader_gets_everything_memory_bounded() {
     );
     let rss_after = rss_kib(s.pid());
     println!("RSS grew from {rss_before} KiB to {rss_after} KiB");
-    // Documented bound (README, Memory bounds): history.max_bytes + every
+    // Documented bound (docs/capacity.md, Memory bounds): history.max_bytes + every
     // ring's ingest_ring_bytes + every queue's max_pending_bytes +
     // per-connection state; allow 16 MiB for allocator slack and stacks.
     let bound_kib = (4 * 1024) + 2 * (4 * 1024) + 2 * 256 + 16 * 1024;
