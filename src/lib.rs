@@ -9,19 +9,21 @@
 //!
 //! - [`config`]: the one configuration tree (defaults, TOML, env, flags).
 //! - [`runtime`]: launch — the pinned worker threads (monoio, io_uring or
-//!   legacy), and the sequencer thread when `server.sequencer = "thread"` —
-//!   and the running `Server`.
+//!   legacy), the journal read back with `history.dir` — and the running
+//!   `Server` and its drain.
 //! - `http`: a worker's connections: accept (`SO_REUSEPORT`), the request
-//!   head and body, routing, the `/publish` handler that sequences events
-//!   (or hands them to the sequencer thread), and the `/events` handler that turns a connection into
-//!   a stream (catch-up from history, then registration).
+//!   head and body, routing, the `/publish` handler (which asks its worker
+//!   to publish), and the `/events` handler that turns a connection into a
+//!   stream (catch-up from history, then registration).
 //! - [`event`]: an event as published ([`event::NewEvent`]) and as sequenced
 //!   ([`event::Event`]); ids and clocks.
 //! - [`topic`]: topic and pattern syntax, matching.
-//! - [`sequencer`]: the single order of events — ids and one encoding per
-//!   event ([`frame`]), kept by the publishing worker under a lock
-//!   (`sequencer::order`) or by a thread of its own, and one bounded
-//!   ingest ring per worker with its doorbell ([`sequencer::ring`]).
+//! - [`sequencer`]: the single order of events — ids that follow the wall
+//!   clock and one encoding per event ([`frame`]), kept by the publishing
+//!   worker under a lock (`sequencer::order`); one bounded ingest ring per
+//!   worker with its doorbell ([`sequencer::ring`]); and with
+//!   `history.dir` the journal that keeps history across restarts
+//!   ([`sequencer::journal`]).
 //! - [`worker`]: one core — drains its ring, matches events against its
 //!   subscription table ([`worker::sub_table`]), appends frame handles to
 //!   the matching connections' queues under the slow-subscriber bound

@@ -116,28 +116,24 @@ pub fn set_int_sockopt(
     }
 }
 
-/// One non-blocking vectored send on socket `fd` (`sendmsg` with
+/// One non-blocking send of `buf` on socket `fd` (`send` with
 /// `MSG_DONTWAIT | MSG_NOSIGNAL`, whatever the socket's own mode): the bytes
-/// the kernel took, `WouldBlock` when its buffer is full. At most `IOV_MAX`
-/// (1024) buffers are offered. The caller guarantees that `fd` is the
-/// socket it means (open, not closed and reused meanwhile): a stale
-/// descriptor is no memory hazard, but would write to a stranger.
+/// the kernel took, `WouldBlock` when its buffer is full. The caller
+/// guarantees that `fd` is the socket it means (open, not closed and reused
+/// meanwhile): a stale descriptor is no memory hazard, but would write to a
+/// stranger.
 #[allow(unsafe_code)]
-pub(crate) fn send_vectored(
-    fd: std::os::fd::RawFd,
-    bufs: &[std::io::IoSlice<'_>],
-) -> std::io::Result<usize> {
-    // SAFETY: an all-zero `msghdr` is a valid value of this plain C struct
-    // (null name and control pointers with zero lengths, no flags).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    // `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix; the
-    // kernel only reads through the pointer (sendmsg does not write iovecs).
-    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = bufs.len().min(1024) as _;
-    // SAFETY: `msg` points at `msg_iovlen` valid iovecs borrowed from `bufs`,
-    // each describing readable memory that outlives the call; `msg` itself
-    // lives on the stack for the whole call.
-    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+pub(crate) fn send_now(fd: std::os::fd::RawFd, buf: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: `buf` is readable memory of `buf.len()` bytes that outlives
+    // the call; the kernel only reads it (send does not write the buffer).
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
     if n < 0 {
         Err(std::io::Error::last_os_error())
     } else {

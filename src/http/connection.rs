@@ -221,7 +221,7 @@ const ANSWER_AHEAD_OF: usize = 4096;
 /// publishes when every answer went this way).
 async fn write_response_now(stream: &mut TcpStream, out: Vec<u8>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let sent = match crate::sys::send_vectored(stream.as_raw_fd(), &[std::io::IoSlice::new(&out)]) {
+    let sent = match crate::sys::send_now(stream.as_raw_fd(), &out) {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
         Err(e) => return Err(e),

@@ -231,10 +231,17 @@ impl History {
         self
     }
 
-    /// Events retained for the exact `topic` (0 for a pattern or an
-    /// unknown topic).
-    pub fn depth(&self, topic: &str) -> usize {
-        self.topics.get(topic).map_or(0, |l| l.events.len())
+    /// Events retained on the topics `pattern` matches (an exact topic or
+    /// a wildcard pattern), for `/stats`.
+    pub fn depth(&self, pattern: &str) -> usize {
+        if !is_wildcard(pattern) {
+            return self.topics.get(pattern).map_or(0, |l| l.events.len());
+        }
+        let patterns = [Box::<str>::from(pattern)];
+        self.wild_logs(&Lookup::new(&patterns))
+            .iter()
+            .map(|l| l.events.len())
+            .sum()
     }
 
     /// Highest id ever appended.
@@ -510,6 +517,17 @@ mod tests {
         );
         assert_eq!(ids(&h.snapshot(&pats(&["*.x"]), 5)), vec![2, 5]);
         assert_eq!(h.bytes(), 50);
+        // /stats: depth over what a pattern matches.
+        assert_eq!(
+            [
+                h.depth("a.x"),
+                h.depth("a.>"),
+                h.depth("*.x"),
+                h.depth(">"),
+                h.depth("z")
+            ],
+            [2, 3, 3, 5, 0]
+        );
     }
 
     #[test]
