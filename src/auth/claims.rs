@@ -46,7 +46,13 @@ pub(crate) struct Claims {
     publish: Vec<Box<str>>,
     /// `jti`, else `sub` (non-empty strings).
     holder: Option<Box<str>>,
+    /// `max_rate`: the most events per second per topic a subscription
+    /// of this token gets.
+    max_rate: Option<f64>,
 }
+
+/// The largest `max_rate` claim accepted (events per second per topic).
+const MAX_RATE_CLAIM: f64 = 1_000_000.0;
 
 /// Which way a fractional NumericDate is rounded to milliseconds: always
 /// towards the stricter answer.
@@ -76,6 +82,14 @@ impl Claims {
         };
         let jti = optional_string(map.remove("jti"))?;
         let sub = optional_string(map.remove("sub"))?;
+        let max_rate = match map.remove("max_rate") {
+            None => None,
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(r) if r > 0.0 && r <= MAX_RATE_CLAIM => Some(r),
+                _ => return Err(Failure::Claims),
+            },
+            Some(_) => return Err(Failure::Claims),
+        };
         Ok(Claims {
             exp_ms,
             nbf_ms,
@@ -86,6 +100,7 @@ impl Claims {
             subscribe_delayed: patterns(map.remove("subscribe_delayed"))?,
             publish: patterns(map.remove("publish"))?,
             holder: jti.or(sub),
+            max_rate,
         })
     }
 
@@ -126,6 +141,7 @@ impl Claims {
             publish: self.publish,
             exp_ms: self.exp_ms,
             holder: self.holder.unwrap_or_else(|| token.into()),
+            max_rate: self.max_rate,
         }
     }
 }
@@ -221,6 +237,7 @@ mod tests {
             "publish": ["orders.acme.*"],
             "jti": "j-1",
             "sub": "alice",
+            "max_rate": 0.2,
             "other": {"ignored": [1, 2, 3]},
         }))
         .unwrap();
@@ -234,6 +251,7 @@ mod tests {
                 publish: vec!["orders.acme.*".into()],
                 exp_ms: 2_000_000_000_000,
                 holder: "j-1".into(),
+                max_rate: Some(0.2),
             }
         );
     }
@@ -280,6 +298,10 @@ mod tests {
             json!({"exp": 1, "tenant": "é"}),
             json!({"exp": 1, "tenant": 7}),
             json!({"exp": 1, "tenant": null}),
+            json!({"exp": 1, "max_rate": 0}),
+            json!({"exp": 1, "max_rate": -2}),
+            json!({"exp": 1, "max_rate": "2"}),
+            json!({"exp": 1, "max_rate": 1e9}),
             json!({"exp": 1, "subscribe": "quotes.>"}),
             json!({"exp": 1, "subscribe": [1]}),
             json!({"exp": 1, "subscribe": ["a.>.b"]}),

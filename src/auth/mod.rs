@@ -35,7 +35,7 @@ pub(crate) use token::{find_token, QUERY_PARAMETER};
 pub(crate) use verifier::Verifier;
 
 /// What a verified token allows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Grant {
     /// The tenant namespace (`None`: the default namespace).
     pub(crate) tenant: Option<Box<str>>,
@@ -50,6 +50,9 @@ pub(crate) struct Grant {
     /// Who the publish rate is counted against: `jti`, else `sub`, else
     /// the token itself.
     pub(crate) holder: Box<str>,
+    /// `max_rate`: the most events per second per topic this holder's
+    /// subscriptions get (a free tier's throttled view).
+    pub(crate) max_rate: Option<f64>,
 }
 
 /// How a grant reaches a subscription pattern.
@@ -114,6 +117,7 @@ mod tests {
             publish: boxed(publish),
             exp_ms: 0,
             holder: "h".into(),
+            max_rate: None,
         }
     }
 

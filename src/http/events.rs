@@ -68,6 +68,11 @@ pub(super) async fn subscribe<'w>(
             .await;
         return None;
     }
+    if let Some(interval_ns) =
+        throttle_interval(q.max_rate, grant.as_ref().and_then(|g| g.max_rate))
+    {
+        conn.set_throttle(interval_ns);
+    }
     let mut prelude = response::event_stream_head(cors).into_bytes();
     prelude.extend_from_slice(&frame::retry(cfg.sse.retry_ms, None));
     let last_event_id = head
@@ -132,6 +137,17 @@ pub(super) async fn subscribe<'w>(
     // The head shares the request buffer's memory; the stream keeps only
     // the patterns, copied above.
     drop(head);
+    let mut catch_up = catch_up;
+    if conn.is_throttled() {
+        // A throttled resume gets each topic's newest event, and the live
+        // stream's next event of that topic waits for its interval.
+        newest_per_topic(&mut catch_up.before_resync);
+        newest_per_topic(&mut catch_up.events);
+        let now = crate::event::now_ns();
+        for ev in catch_up.before_resync.iter().chain(&catch_up.events) {
+            conn.throttle_note_sent(&ev.topic, now);
+        }
+    }
     for ev in &catch_up.before_resync {
         conn.push(Queued {
             frame: ev.frame.clone(),
@@ -161,6 +177,28 @@ pub(super) async fn subscribe<'w>(
     );
     tracing::debug!(conn = conn.id, request_id = %conn.request_id(), topics = conn.pattern_count(), "subscribed");
     Some(stream)
+}
+
+/// The interval of a subscription's `max_rate`: the smaller of the asked
+/// and the granted rate, the granted one when none was asked.
+fn throttle_interval(asked: Option<f64>, granted: Option<f64>) -> Option<u64> {
+    let rate = match (asked, granted) {
+        (Some(a), Some(g)) => a.min(g),
+        (a, g) => a.or(g)?,
+    };
+    Some(crate::worker::throttle_interval(rate))
+}
+
+/// Keeps, in id order, only the newest event of each topic.
+fn newest_per_topic(events: &mut Vec<crate::event::Event>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<crate::event::Event> = events
+        .drain(..)
+        .rev()
+        .filter(|e| seen.insert(e.topic.clone()))
+        .collect();
+    kept.reverse();
+    *events = kept;
 }
 
 /// The subscription's patterns as the worker keeps them (qualified with
@@ -273,7 +311,7 @@ async fn from_jetstream(
         if link.send(req).is_err() {
             break Remote::Unavailable;
         }
-        let Some(Reply::Fetched(f)) = w.reply_within(&slot, wait).await else {
+        let Some(Reply::Fetched(mut f)) = w.reply_within(&slot, wait).await else {
             break Remote::Unavailable;
         };
         if f.next == FetchNext::Unavailable {
@@ -287,6 +325,15 @@ async fn from_jetstream(
             }
         }
         first = false;
+        if conn.is_throttled() {
+            // Each topic's newest of this slice (SPEC §3: a throttled
+            // resume gets the newest event per topic).
+            newest_per_topic(&mut f.events);
+            let now = crate::event::now_ns();
+            for ev in &f.events {
+                conn.throttle_note_sent(&ev.topic, now);
+            }
+        }
         for ev in &f.events {
             out.extend_from_slice(&ev.frame);
         }

@@ -1,12 +1,12 @@
 //! The `GET /events` query: topic patterns (validated, deduplicated,
-//! bounded by `limits.topics_per_subscription`), `snapshot` and
-//! `lastEventId`, percent-decoded.
+//! bounded by `limits.topics_per_subscription`), `snapshot`,
+//! `lastEventId` and `max_rate`, percent-decoded.
 
 use super::error::HttpError;
 use crate::topic::validate_pattern;
 
 /// A validated `GET /events` query.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SubscribeQuery {
     /// Patterns, validated, in request order, without duplicates.
     pub(crate) patterns: Vec<String>,
@@ -14,6 +14,27 @@ pub(crate) struct SubscribeQuery {
     pub(crate) snapshot: bool,
     /// `lastEventId` query parameter (empty means none).
     pub(crate) last_event_id: Option<String>,
+    /// `max_rate`: at most this many events per second per topic.
+    pub(crate) max_rate: Option<f64>,
+}
+
+/// The `max_rate` a subscriber may ask for, in events per second per topic.
+pub(crate) const MAX_RATE_RANGE: std::ops::RangeInclusive<f64> = 0.01..=1000.0;
+
+/// `max_rate=R`: a decimal number in [`MAX_RATE_RANGE`].
+fn parse_max_rate(v: &str) -> Result<f64, HttpError> {
+    let bad = HttpError::BadRequest(
+        "bad_max_rate",
+        "max_rate must be a decimal number of events per second per topic, from 0.01 to 1000",
+    );
+    // Digits and one dot only: no signs, exponents, `inf` or `NaN`.
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad);
+    }
+    match v.parse::<f64>() {
+        Ok(r) if MAX_RATE_RANGE.contains(&r) => Ok(r),
+        _ => Err(bad),
+    }
 }
 
 /// Parses and validates the `/events` query.
@@ -25,6 +46,7 @@ pub(crate) fn parse_subscribe(
         patterns: Vec::new(),
         snapshot: false,
         last_event_id: None,
+        max_rate: None,
     };
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match &*k {
@@ -54,6 +76,7 @@ pub(crate) fn parse_subscribe(
                 }
             }
             "lastEventId" if !v.is_empty() => q.last_event_id = Some(v.into_owned()),
+            "max_rate" => q.max_rate = Some(parse_max_rate(&v)?),
             _ => {}
         }
     }
@@ -94,6 +117,26 @@ mod tests {
                 .as_deref(),
             Some("9")
         );
+        for (v, want) in [
+            ("2", Some(2.0)),
+            ("0.01", Some(0.01)),
+            ("1000", Some(1000.0)),
+            (".5", Some(0.5)),
+        ] {
+            assert_eq!(
+                parse_subscribe(&format!("topic=a&max_rate={v}"), 2)
+                    .unwrap()
+                    .max_rate,
+                want,
+                "{v}"
+            );
+        }
+        for v in [
+            "0", "0.009", "1000.5", "-1", "1e2", "inf", "NaN", "", "2/s", "1.2.3",
+        ] {
+            let e = parse_subscribe(&format!("topic=a&max_rate={v}"), 2).unwrap_err();
+            assert_eq!(e.code(), "bad_max_rate", "{v}");
+        }
     }
 
     /// `s` with each byte percent-encoded where `mask` (cycled) says so,

@@ -35,6 +35,9 @@ pub struct WorkerMetrics {
     pub stall_disconnects: AtomicU64,
     /// Pending events dropped by conflation.
     pub conflated: AtomicU64,
+    /// Events a `max_rate` subscription skipped (a newer one of the topic
+    /// took its place within the interval).
+    pub throttled: AtomicU64,
     /// Resync frames sent.
     pub resyncs: AtomicU64,
     /// Heartbeat comments queued.
@@ -170,7 +173,7 @@ pub fn render(global: &GlobalMetrics, workers: &[&WorkerMetrics]) -> String {
             let _ = writeln!(s, "{name}{{worker=\"{i}\"}} {}", field(w).load(Relaxed));
         }
     }
-    let counters: [(&str, &str, u64); 13] = [
+    let counters: [(&str, &str, u64); 14] = [
         (
             "ringcast_connections_total",
             "Accepted connections.",
@@ -205,6 +208,11 @@ pub fn render(global: &GlobalMetrics, workers: &[&WorkerMetrics]) -> String {
             "ringcast_conflated_events_total",
             "Pending events replaced by a newer one of their topic.",
             sum(workers, |w| w.conflated.load(Relaxed)),
+        ),
+        (
+            "ringcast_throttled_events_total",
+            "Events a max_rate subscription skipped: a newer event of the topic replaced them within the interval.",
+            sum(workers, |w| w.throttled.load(Relaxed)),
         ),
         (
             "ringcast_resyncs_total",
@@ -311,6 +319,7 @@ mod tests {
             "ringcast_bytes_written_total",
             "ringcast_slow_disconnects_total",
             "ringcast_conflated_events_total",
+            "ringcast_throttled_events_total",
             "ringcast_resyncs_total",
             "ringcast_http_responses_total{code=\"200\"} 1",
             "ringcast_publish_to_write_seconds_bucket{le=\"0.00005\"} 1",

@@ -32,6 +32,7 @@ pub(crate) mod stats;
 mod storm_gate;
 mod stream;
 pub mod sub_table;
+mod throttle;
 mod timer_wheel;
 mod timers;
 
@@ -53,6 +54,11 @@ pub(crate) use reply_slots::ReplySlot;
 pub(crate) use shared::Shared;
 pub(crate) use stream::run as run_stream;
 pub use timer_wheel::TimerWheel;
+
+/// The interval, in ns, of `rate` events per second per topic.
+pub(crate) fn throttle_interval(rate: f64) -> u64 {
+    throttle::Throttle::interval_of(rate)
+}
 
 /// Connections that may set up or close at the same time on one worker.
 const STORM_GROUP: usize = 16;
@@ -310,6 +316,9 @@ impl Worker {
         self.timers.arm_heartbeat(conn);
         if let Some((expires_ms, now_ms)) = expires {
             self.timers.arm_expiry(conn, expires_ms, now_ms);
+        }
+        if conn.is_throttled() {
+            self.timers.arm_throttle(conn);
         }
     }
 

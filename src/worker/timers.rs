@@ -37,6 +37,9 @@ pub(crate) enum TimerKind {
     Stall,
     /// The stream's token expires.
     Expiry,
+    /// A `max_rate` subscription has a held event to release (or a quiet
+    /// topic to forget).
+    Throttle,
 }
 
 /// A wheel entry: which connection (slab key + generation) and why.
@@ -137,6 +140,21 @@ impl Timers {
         }
     }
 
+    /// Makes sure a throttled stream's next release has a wheel entry: at
+    /// the first tick at or after it (never before: a release is never
+    /// early).
+    pub(crate) fn arm_throttle(&self, conn: &Conn) {
+        if let Some(due_ns) = conn.arm_throttle() {
+            self.schedule(conn, self.tick_at_ns(due_ns), TimerKind::Throttle);
+        }
+    }
+
+    /// The first tick at or after `at_ns` on the process clock.
+    fn tick_at_ns(&self, at_ns: u64) -> u64 {
+        let wait_ns = at_ns.saturating_sub(crate::event::now_ns());
+        self.now_tick() + wait_ns.div_ceil(TICK_MS * 1_000_000)
+    }
+
     /// Makes sure a stall check is pending while a write is in flight.
     pub(crate) fn arm_stall(&self, conn: &Conn) {
         if let Some(at) = conn.arm_stall(self.stall_ticks) {
@@ -184,6 +202,12 @@ impl Worker {
                 Expiry::Passed => self.expire(&conn),
                 Expiry::Rearm(at) => self.timers.schedule(&conn, at, TimerKind::Expiry),
             },
+            TimerKind::Throttle => {
+                if let Some(next_ns) = conn.on_throttle_timer(crate::event::now_ns()) {
+                    let at = self.timers.tick_at_ns(next_ns).max(now + 1);
+                    self.timers.schedule(&conn, at, TimerKind::Throttle);
+                }
+            }
         }
     }
 

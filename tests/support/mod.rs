@@ -420,6 +420,11 @@ impl Publisher {
         self.w.write_all(req.as_bytes()).unwrap();
     }
 
+    /// Sends raw request bytes (the caller's headers) on the connection.
+    pub fn send_raw(&mut self, raw: &[u8]) {
+        self.w.write_all(raw).unwrap();
+    }
+
     pub fn recv_id(&mut self) -> u64 {
         let r = read_response(&mut self.r);
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));

@@ -8,7 +8,7 @@
 //!   a worker's: a full ring refuses the publish (back-pressure), never a
 //!   loss. One thread ([`writer`]) writes them; nothing on the fan-out path
 //!   touches the disk, and a publish is answered without waiting for it.
-//! - **Durability.** Bytes go to the kernel as soon as the ring runs empty
+//! - **Durability.** Bytes go to the kernel every 2 ms while batches come
 //!   (a `kill -9` loses at most what was still in the ring) and are made
 //!   durable by `fdatasync` at least every `history.fsync_ms` (a power cut
 //!   loses at most that).
@@ -273,6 +273,7 @@ pub(crate) fn open(
         gap_from: None,
         finished: finished.clone(),
         abandoned: abandoned.clone(),
+        idle_turns: 0,
     };
     // This process's start and first reservation are durable before any
     // id is given out.

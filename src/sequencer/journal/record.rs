@@ -4,7 +4,7 @@
 //! ```text
 //! record  = len:u32 | crc:u32 | payload[len]        (little endian; crc = CRC-32 of payload)
 //! payload = kind:u8 | body
-//!   Batch   (1): first_id:u64 | wall_ns:u64 | count:u32 | count × (topic_len:u16 | frame_len:u32 | topic | frame)
+//!   Batch   (1): first_id:u64 | wall_ns:u64 | count:u32 | count × (topic_len:u16 | rest_len:u32 | topic | rest)
 //!   Reserve (2): upto:u64        ids up to `upto` may be given out before the next Reserve
 //!   Start   (3): first_id:u64 | gap_from:u64   a process began at `first_id`; ids in
 //!                                               (gap_from, first_id) were lost (0: none)
@@ -13,8 +13,10 @@
 //!
 //! A batch is what the order sequenced in one go: consecutive ids from
 //! `first_id`, one wall-clock time, each event's topic and its encoded SSE
-//! frame exactly as subscribers were sent it. One checksum covers a whole
-//! batch, so the cost per event is the bytes, not a header.
+//! frame exactly as subscribers were sent it, but for its first line
+//! (`id: <id>`, a fifth of a small frame, which the reader writes back from
+//! `first_id`). One checksum covers a whole batch, so the cost per event is
+//! the bytes, not a header.
 
 use bytes::{BufMut, Bytes};
 
@@ -76,12 +78,25 @@ pub(crate) fn put_batch<'a>(
         b.put_u64_le(wall_ns);
         b.put_u32_le(count as u32);
         for (topic, frame) in events {
+            let rest = after_id_line(frame);
             b.put_u16_le(topic.len() as u16);
-            b.put_u32_le(frame.len() as u32);
+            b.put_u32_le(rest.len() as u32);
             b.extend_from_slice(topic.as_bytes());
-            b.extend_from_slice(frame);
+            b.extend_from_slice(rest);
         }
     });
+}
+
+/// A frame without its first line when that is `id: ...` (every frame
+/// `frame::encode` makes).
+fn after_id_line(frame: &[u8]) -> &[u8] {
+    match frame.strip_prefix(b"id: ") {
+        Some(rest) => match memchr::memchr(b'\n', rest) {
+            Some(i) => &rest[i + 1..],
+            None => frame,
+        },
+        None => frame,
+    }
 }
 
 /// Appends a reservation record.
@@ -177,12 +192,17 @@ fn decode(payload: &[u8]) -> Option<Record> {
                 return None;
             }
             let mut events = Vec::with_capacity(count);
-            for _ in 0..count {
+            for i in 0..count as u64 {
                 let tlen = b.u16()? as usize;
                 let flen = b.u32()? as usize;
                 let topic = std::str::from_utf8(b.take(tlen)?).ok()?;
-                let frame = Bytes::copy_from_slice(b.take(flen)?);
-                events.push((topic.into(), frame));
+                let rest = b.take(flen)?;
+                let mut frame = Vec::with_capacity(flen + 25);
+                frame.extend_from_slice(b"id: ");
+                crate::frame::push_decimal(&mut frame, first_id.checked_add(i)?);
+                frame.push(b'\n');
+                frame.extend_from_slice(rest);
+                events.push((topic.into(), Bytes::from(frame)));
             }
             Record::Batch {
                 first_id,
@@ -225,7 +245,7 @@ mod tests {
         put_reserve(&mut buf, 5_000);
         let evs = [
             ("q.a", &b"id: 100\ndata: x\n\n"[..]),
-            ("q.b", &b"id: 101\n\n"[..]),
+            ("q.b", &b"id: 101\nevent: e\n\n"[..]),
         ];
         put_batch(&mut buf, 100, 77, evs.len(), evs.iter().copied());
         put_close(&mut buf, 101);

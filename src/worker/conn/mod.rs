@@ -14,9 +14,13 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::local::Oneshot;
-use super::queued::Queued;
+use super::queued::{Queued, REPLAYED};
+use super::throttle::{Offer, Throttle};
 
 mod deadlines;
 mod queue;
@@ -109,6 +113,10 @@ pub struct Conn {
     /// conflated at once, without holding the worker back again, until the
     /// subscriber has caught up completely.
     conflating: Cell<bool>,
+    /// A `max_rate` subscription: the fan-out asks `throttle` first (a
+    /// flag among the hot fields, so other subscribers never touch the
+    /// cold one).
+    throttled: Cell<bool>,
     /// A write is in flight: no heartbeat is queued behind it, and only then
     /// can the write stall.
     writing: Cell<bool>,
@@ -155,6 +163,10 @@ pub struct Conn {
     expires_at: Cell<u64>,
     /// A token-expiry entry is in the wheel.
     expiry_armed: Cell<bool>,
+    /// Its per-topic rate limit (`max_rate`), when it has one.
+    throttle: RefCell<Option<Box<Throttle>>>,
+    /// A throttle entry is in the wheel.
+    throttle_armed: Cell<bool>,
 }
 
 impl Conn {
@@ -199,6 +211,9 @@ impl Conn {
             gap_reported: Cell::new(false),
             expires_at: Cell::new(0),
             expiry_armed: Cell::new(false),
+            throttled: Cell::new(false),
+            throttle: RefCell::new(None),
+            throttle_armed: Cell::new(false),
             close: Oneshot::default(),
         }
     }
@@ -314,6 +329,73 @@ impl Conn {
     /// Waits until the connection is being closed.
     pub(crate) async fn killed(&self) -> CloseReason {
         self.close.wait().await
+    }
+
+    /// Limits this stream to one event per topic every `interval_ns`
+    /// (`max_rate`).
+    pub(crate) fn set_throttle(&self, interval_ns: u64) {
+        *self.throttle.borrow_mut() = Some(Box::new(Throttle::new(interval_ns)));
+        self.throttled.set(true);
+    }
+
+    /// True for a `max_rate` subscription.
+    pub(crate) fn is_throttled(&self) -> bool {
+        self.throttled.get()
+    }
+
+    /// Asks the rate limit about an event of `topic` at `now_ns`
+    /// ([`Offer::Now`] for an unthrottled stream).
+    pub(crate) fn throttle_offer(&self, topic: &Arc<str>, frame: &Bytes, now_ns: u64) -> Offer {
+        match self.throttle.borrow_mut().as_mut() {
+            Some(t) => t.offer(topic, frame, now_ns),
+            None => Offer::Now,
+        }
+    }
+
+    /// A snapshot or catch-up event of `topic` was sent at `now_ns`.
+    pub(crate) fn throttle_note_sent(&self, topic: &Arc<str>, now_ns: u64) {
+        if let Some(t) = self.throttle.borrow_mut().as_mut() {
+            t.note_sent(topic, now_ns);
+        }
+    }
+
+    /// When the rate limit next needs the wheel, if no entry is there yet
+    /// (the caller puts one in at that time).
+    pub(crate) fn arm_throttle(&self) -> Option<u64> {
+        if self.throttle_armed.get() {
+            return None;
+        }
+        let due = self.throttle.borrow().as_ref()?.next_due()?;
+        self.throttle_armed.set(true);
+        Some(due)
+    }
+
+    /// The throttle entry fired at `now_ns`: queues what is due (the held
+    /// frames, not publish-to-write latency samples) and says when to come
+    /// back, if ever.
+    pub(crate) fn on_throttle_timer(&self, now_ns: u64) -> Option<u64> {
+        self.throttle_armed.set(false);
+        if self.closed().is_some() {
+            return None;
+        }
+        let mut out = Vec::new();
+        let next = {
+            let mut t = self.throttle.borrow_mut();
+            let t = t.as_mut()?;
+            t.release(now_ns, &mut out);
+            t.next_due()
+        };
+        for (topic, frame) in out {
+            self.push(Queued {
+                frame,
+                born_ns: REPLAYED,
+                topic: Some(topic),
+            });
+        }
+        if next.is_some() {
+            self.throttle_armed.set(true);
+        }
+        next
     }
 }
 

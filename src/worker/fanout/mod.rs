@@ -40,6 +40,7 @@ use std::time::Duration;
 use super::conn::{CloseReason, Conn};
 use super::local::yield_now;
 use super::queued::{Queued, REPLAYED};
+use super::throttle::Offer;
 use super::timers::TICK_MS;
 use super::Worker;
 use crate::config::SlowPolicy;
@@ -64,6 +65,9 @@ pub enum Enqueued {
     Backlogged,
     /// Already queued through another pattern (or older than what was sent).
     Duplicate,
+    /// Held by the subscription's `max_rate` until its topic's interval
+    /// ends (replacing, and skipping, any event held before).
+    Held,
     /// The connection is closing.
     Closed,
     /// Slow (over the bound for `sse.slow_grace_ms`, or conflation could not
@@ -116,6 +120,16 @@ pub fn enqueue(
     }
     if !conn.claim_id(ev.id) {
         return Enqueued::Duplicate;
+    }
+    if conn.is_throttled() {
+        match conn.throttle_offer(&ev.topic, &ev.frame, now_ns()) {
+            Offer::Now => {}
+            Offer::Held => return Enqueued::Held,
+            Offer::Replaced => {
+                metrics.throttled.fetch_add(1, Relaxed);
+                return Enqueued::Held;
+            }
+        }
     }
     let conflate = bound.policy == SlowPolicy::Conflate;
     conn.push(Queued {
@@ -207,7 +221,11 @@ impl Worker {
                             slice.backlogged = true;
                             backlog.push(c.clone());
                         }
+                        Enqueued::Held => {}
                         Enqueued::Duplicate | Enqueued::Closed | Enqueued::Slow => {}
+                    }
+                    if c.is_throttled() {
+                        self.timers.arm_throttle(c);
                     }
                 });
                 slice.taken += 1;
@@ -256,12 +274,15 @@ impl Worker {
             subs.for_each_match(&ev.topic, |k| {
                 if let Some(c) = conns.get(k as usize) {
                     match enqueue(c, &ev, bound, now, &self.metrics) {
-                        Enqueued::Yes => c.gap_closed(),
+                        Enqueued::Yes | Enqueued::Held => c.gap_closed(),
                         Enqueued::Backlogged => {
                             c.gap_closed();
                             backlog.push(c.clone());
                         }
                         Enqueued::Duplicate | Enqueued::Closed | Enqueued::Slow => {}
+                    }
+                    if c.is_throttled() {
+                        self.timers.arm_throttle(c);
                     }
                 }
             });
