@@ -150,14 +150,22 @@ wait_port() {
 # 5, 20 ms; 0 is j_market) are rows with a ringcast environment.
 market_args="--subscribers 10000 --topics 2000 --venues 4 --topics-per-sub 20 --wildcard-pct 5 --events 20000 --rate 20000 --batch 50 --inflight 4 --source-ips 8 --server-metrics --timeout-s 45"
 rate_args="--subscribers 10000 --topics 1 --events 100 --rate 5 --size 512 --inflight 4"
+a10k_args="--subscribers 10000 --topics 1 --events 300 --inflight 16"
+b100_args="--subscribers 10000 --topics 100 --events 20000 --inflight 16"
+b2000_args="--subscribers 10000 --topics 2000 --events 50000 --inflight 16"
+m_args="--subscribers 10000 --topics 100 --events 5000 --rate 500 --inflight 4"
+gz="RINGCAST_SSE_COMPRESSION=gzip"
 scenarios=(
   "a1k|1|--subscribers 1000 --topics 1 --events 2000 --inflight 16"
   "a10k|1|--subscribers 10000 --topics 1 --events 300 --inflight 16"
   "a10k_2workers|2|--subscribers 10000 --topics 1 --events 300 --inflight 16"
+  "a10k_journal|1|--subscribers 10000 --topics 1 --events 300 --inflight 16|RINGCAST_HISTORY_DIR=$tmp/journal"
   "a10k|1|--subscribers 10000 --topics 1 --events 300 --inflight 16"
   "a10k_2workers|2|--subscribers 10000 --topics 1 --events 300 --inflight 16"
+  "a10k_journal|1|--subscribers 10000 --topics 1 --events 300 --inflight 16|RINGCAST_HISTORY_DIR=$tmp/journal"
   "a10k|1|--subscribers 10000 --topics 1 --events 300 --inflight 16"
   "a10k_2workers|2|--subscribers 10000 --topics 1 --events 300 --inflight 16"
+  "a10k_journal|1|--subscribers 10000 --topics 1 --events 300 --inflight 16|RINGCAST_HISTORY_DIR=$tmp/journal"
   "a20k|1|--subscribers 19900 --topics 1 --events 150 --inflight 16"
   # 100 topics flat out, three interleaved repeats (issue 11: at most 0.6x
   # nchan's CPU per delivery; ringcast-floor beside them).
@@ -189,6 +197,43 @@ scenarios=(
   "k100_rate500|1|--subscribers 10000 --topics 100 --events 5000 --rate 500 --inflight 4"
   "k100_rate500|1|--subscribers 10000 --topics 100 --events 5000 --rate 500 --inflight 4"
   "k100_rate500|1|--subscribers 10000 --topics 100 --events 5000 --rate 500 --inflight 4"
+  # Compressed streams (l, issue 29), ringcast against itself: the same
+  # server (sse.compression = "gzip", the default, set in the environment so
+  # that the rows run on ringcast only) answering subscribers that do not
+  # ask for gzip (identity) and ones that do (--gzip, decoded as they
+  # arrive). nchan's gzip does not apply to event streams; its identity
+  # rows are a10k, b10k_100topics and b10k_2000topics. Three interleaved
+  # repeats each; idle memory with 10,000 connections.
+  "l1_identity|1|$a10k_args|$gz"
+  "l1_gzip|1|$a10k_args --gzip|$gz"
+  "l100_identity|1|$b100_args|$gz"
+  "l100_gzip|1|$b100_args --gzip|$gz"
+  "l2000_identity|1|$b2000_args|$gz"
+  "l2000_gzip|1|$b2000_args --gzip|$gz"
+  "l1_identity|1|$a10k_args|$gz"
+  "l1_gzip|1|$a10k_args --gzip|$gz"
+  "l100_identity|1|$b100_args|$gz"
+  "l100_gzip|1|$b100_args --gzip|$gz"
+  "l2000_identity|1|$b2000_args|$gz"
+  "l2000_gzip|1|$b2000_args --gzip|$gz"
+  "l1_identity|1|$a10k_args|$gz"
+  "l1_gzip|1|$a10k_args --gzip|$gz"
+  "l100_identity|1|$b100_args|$gz"
+  "l100_gzip|1|$b100_args --gzip|$gz"
+  "l2000_identity|1|$b2000_args|$gz"
+  "l2000_gzip|1|$b2000_args --gzip|$gz"
+  "l10k_idle_identity|1|--subscribers 10000 --connect-only --hold-s 3|$gz"
+  "l10k_idle_gzip|1|--subscribers 10000 --connect-only --hold-s 3 --gzip|$gz"
+  # Update rates (m, issue 29): k100_rate500's load with half the
+  # subscribers at max_rate=1 (each topic ticks 5 times a second), against
+  # the same load with none throttled; ringcast only (nchan has no
+  # throttle). Three interleaved repeats.
+  "m100_rate500|1|$m_args|$gz"
+  "m100_rate500_half_throttled|1|$m_args --max-rate 1 --throttled-pct 50|$gz"
+  "m100_rate500|1|$m_args|$gz"
+  "m100_rate500_half_throttled|1|$m_args --max-rate 1 --throttled-pct 50|$gz"
+  "m100_rate500|1|$m_args|$gz"
+  "m100_rate500_half_throttled|1|$m_args --max-rate 1 --throttled-pct 50|$gz"
   # The coalescing windows (sse.write_delay_ms), ringcast only, compared
   # with nchan's row without a window.
   "j_market_w1|1|$market_args|RINGCAST_SSE_WRITE_DELAY_MS=1"
@@ -330,6 +375,12 @@ metrics = [
     ("delivery.undelivered_at_deadline", "undelivered at deadline"),
     # j (market) only.
     ("ringcast_env", "ringcast environment"),
+    # l (compression) and m (max_rate) only.
+    ("wire.ratio", "bytes read / decoded"),
+    ("server.rss_growth_bytes_per_active_connection", "RSS growth per connection, streams active (bytes)"),
+    ("server.cpu_us_per_event", "server CPU per published event µs"),
+    ("throttled.subscribers", "throttled subscribers (max_rate)"),
+    ("throttled.received", "events the throttled subscribers received"),
     ("market.topics_per_sub", "topics per subscription"),
     ("market.wildcard_subscribers", "venue-wildcard subscribers"),
     ("market.wildcard_as", "a venue wildcard is"),
@@ -464,6 +515,40 @@ for scen in sorted((s for s in by if str(s).startswith("j_market")), key=lambda 
            "issue targets ≤ 0.6× at 100 topics, ≤ 0.7× at 2,000 topics flat out")
     t.append(f"| market (2,000 topics, 20 per subscription, 5% venue wildcards), {window_of(x)}: "
              f"server CPU per delivery vs nchan | {seen} | reported | {how} |")
+# Issue 29: compression and max_rate, ringcast against itself.
+for topics, limit in (("1", 2.0), ("100", 1.3), ("2000", None)):
+    i, g = by.get(f"l{topics}_identity", {}).get("ringcast"), by.get(f"l{topics}_gzip", {}).get("ringcast")
+    if not (i and g):
+        continue
+    r = ratio(g.get("server.cpu_us_per_delivery"), i.get("server.cpu_us_per_delivery"))
+    seen = (f"{fmt(r)}× identity ({fmt(g.get('server.cpu_us_per_delivery'))} vs {fmt(i.get('server.cpu_us_per_delivery'))} µs); "
+            f"wire {fmt(g.get('wire.ratio'))}× the plain stream")
+    how = (f"l{topics}_gzip vs l{topics}_identity (medians of interleaved runs); p99 {fmt(g.get('latency_ms.p99'))} vs "
+           f"{fmt(i.get('latency_ms.p99'))} ms; active RSS per connection {fmt(g.get('server.rss_growth_bytes_per_active_connection'))} vs "
+           f"{fmt(i.get('server.rss_growth_bytes_per_active_connection'))} B; nchan's identity stream: see "
+           + {"1": "a10k", "100": "b10k_100topics", "2000": "b10k_2000topics"}[topics])
+    if limit is None:
+        t.append(f"| gzip CPU per delivery, {topics} topics (reported) | {seen} | reported | {how} |")
+    else:
+        target(f"gzip CPU per delivery, {topics} topic(s): ≤ {limit}× identity", seen, r is not None and r <= limit, how)
+    ga, ia = g.get("server.rss_growth_bytes_per_active_connection"), i.get("server.rss_growth_bytes_per_active_connection")
+    if topics == "100" and ga is not None and ia is not None:
+        target("memory per compressed active subscriber ≤ 24 KB", f"{ga} B ({ga - ia:+} B against identity)", ga <= 24000,
+               "l100_gzip, RSS growth at the end of the publish phase / connection")
+gi, ii = get("l10k_idle_gzip", "ringcast", "server.rss_growth_bytes_per_connection"), get("l10k_idle_identity", "ringcast", "server.rss_growth_bytes_per_connection")
+if gi is not None and ii is not None:
+    target("idle compressed subscriber ≤ 2 KB above identity", f"{gi} vs {ii} B ({gi - ii:+} B)", gi - ii <= 2048, "l10k_idle_gzip vs l10k_idle_identity, 10,000 connections")
+b, h = by.get("m100_rate500", {}).get("ringcast"), by.get("m100_rate500_half_throttled", {}).get("ringcast")
+if b and h:
+    ev = ratio(h.get("server.cpu_us_per_event"), b.get("server.cpu_us_per_event"))
+    sent = h.get("delivery.delivered", 0) + h.get("throttled.received", 0)
+    share = ratio(sent, b.get("delivery.delivered"))
+    target("max_rate: CPU per published event falls with the deliveries skipped",
+           f"{fmt(ev)}× (deliveries {fmt(share)}× of the unthrottled run)", ev is not None and share is not None and ev <= share * 1.15,
+           f"m100_rate500_half_throttled vs m100_rate500: {fmt(h.get('server.cpu_us_per_event'))} vs {fmt(b.get('server.cpu_us_per_event'))} µs per event")
+    p_h, p_b = h.get("latency_ms.p99"), b.get("latency_ms.p99")
+    target("max_rate: p99 of the unthrottled half no worse than with none throttled", f"{fmt(p_h)} vs {fmt(p_b)} ms",
+           p_h is not None and p_b is not None and p_h <= p_b * 1.1, "medians of interleaved runs (±10% allowed for noise)")
 # Issue 11 against the physical floor (ringcast-floor: a plain epoll +
 # writev loop of the same frames over the same sockets, same run).
 def floor_row(scen, label, key, unit, scale, limit_abs=None, limit_nchan=None, nchan_scen=None):

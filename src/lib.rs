@@ -18,6 +18,8 @@
 //! - [`event`]: an event as published ([`event::NewEvent`]) and as sequenced
 //!   ([`event::Event`]); ids and clocks.
 //! - [`topic`]: topic and pattern syntax, matching.
+//! - `gzip`: compressed event streams — gzip framing, per-topic shared
+//!   compressors, CRC combining (pure).
 //! - [`sequencer`]: the single order of events — ids that follow the wall
 //!   clock and one encoding per event ([`frame`]), kept by the publishing
 //!   worker under a lock (`sequencer::order`); one bounded ingest ring per
@@ -51,6 +53,7 @@ mod demo;
 pub mod error;
 pub mod event;
 pub mod frame;
+pub mod gzip;
 mod http;
 pub mod ops;
 pub mod runtime;

@@ -141,7 +141,9 @@ fn resync_for_unknown_invalid_expired_ids() {
     }
     let cases = [
         ((first).to_string(), "history_expired"),
-        ((later + 1_000_000).to_string(), "unknown_id"),
+        // An hour ahead: ids follow the wall clock, so an id a mere second
+        // ahead becomes a valid position on a slow machine.
+        ((later + 3_600_000_000).to_string(), "unknown_id"),
         ("not-a-number".to_string(), "invalid_id"),
         ("5".to_string(), "epoch"),
     ];

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 use support::*;
 
-const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\nX-Request-ID: <id>\r\n\r\n";
+const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\nVary: Accept-Encoding\r\nX-Request-ID: <id>\r\n\r\n";
 
 /// The stream head is exactly HEAD, where the request id (no proxy sent
 /// one) is the connection's numeric id.

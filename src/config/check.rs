@@ -60,6 +60,9 @@ impl Config {
         if self.server.workers.is_some_and(|w| w > 1024) {
             return bad("server.workers", "must be at most 1024");
         }
+        if !(1..=9).contains(&self.sse.compression_level) {
+            return bad("sse.compression_level", "must be between 1 (fastest) and 9");
+        }
         if self.sse.write_delay_ms > 1000 {
             return bad(
                 "sse.write_delay_ms",

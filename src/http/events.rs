@@ -18,7 +18,9 @@ use super::response;
 use std::time::Duration;
 
 use crate::auth::{Access, Grant};
+use crate::config::Compression;
 use crate::frame;
+use crate::gzip::StreamEncoder;
 use crate::sequencer::link::{Fetch, Link, Request};
 use crate::sequencer::reply::{FetchNext, Reply};
 use crate::worker::conn::Conn;
@@ -62,19 +64,25 @@ pub(super) async fn subscribe<'w>(
         return None;
     }
     w.metrics.response(200);
+    let compression_on = cfg.sse.compression == Compression::Gzip;
+    let gzip = compression_on && head.accepts_gzip;
+    let encoding = response::encoding_headers(compression_on, gzip);
     if head.method == Method::Head {
         let _ = stream
-            .write_all(response::event_stream_head(cors).into_bytes())
+            .write_all(response::event_stream_head(cors, encoding).into_bytes())
             .await;
         return None;
+    }
+    if gzip {
+        conn.set_encoder(StreamEncoder::new(w.gzip_budget()));
     }
     if let Some(interval_ns) =
         throttle_interval(q.max_rate, grant.as_ref().and_then(|g| g.max_rate))
     {
         conn.set_throttle(interval_ns);
     }
-    let mut prelude = response::event_stream_head(cors).into_bytes();
-    prelude.extend_from_slice(&frame::retry(cfg.sse.retry_ms, None));
+    let response_head = Bytes::from(response::event_stream_head(cors, encoding).into_bytes());
+    let retry = frame::retry(cfg.sse.retry_ms, None);
     let last_event_id = head
         .last_event_id()
         .filter(|s| !s.is_empty())
@@ -96,7 +104,7 @@ pub(super) async fn subscribe<'w>(
                 conn,
                 link,
                 &mut stream,
-                &prelude,
+                (&response_head, &retry),
                 &patterns,
                 after,
                 resync,
@@ -118,7 +126,11 @@ pub(super) async fn subscribe<'w>(
         }
     }
     if resume.is_none() {
-        conn.push_raw(Bytes::from(prelude));
+        conn.push_identity(response_head);
+        if conn.is_compressed() {
+            conn.push_identity(StreamEncoder::header());
+        }
+        conn.push_raw(retry);
     }
     // No await from here to the registration below: `upto` is exactly the
     // last event this worker fanned out (or, for a delayed subscription,
@@ -285,7 +297,7 @@ async fn from_jetstream(
     conn: &Conn,
     link: &Link,
     stream: &mut TcpStream,
-    prelude: &[u8],
+    (response_head, retry): (&Bytes, &Bytes),
     patterns: &[Box<str>],
     mut after: Option<u64>,
     mut resync: Option<&'static str>,
@@ -298,7 +310,13 @@ async fn from_jetstream(
     let wait =
         Duration::from_millis(w.shared.cfg.cluster.publish_timeout_ms) + Duration::from_secs(3);
     let stall = Duration::from_millis(w.shared.cfg.sse.write_stall_ms);
-    let mut out = prelude.to_vec();
+    // The head (and gzip header) as they are; the body through the stream's
+    // encoding, one piece per slice.
+    let mut out = response_head.to_vec();
+    if conn.is_compressed() {
+        out.extend_from_slice(&StreamEncoder::header());
+    }
+    let mut plain = retry.to_vec();
     let mut first = true;
     let result = loop {
         let req = Request::Fetch(Fetch {
@@ -321,7 +339,7 @@ async fn from_jetstream(
             if let Some(r) = resync.take().or(f.resync) {
                 tracing::debug!(conn = conn.id, request_id = %conn.request_id(), reason = r, "resync");
                 w.metrics.resyncs.fetch_add(1, Relaxed);
-                out.extend_from_slice(&frame::resync(r));
+                plain.extend_from_slice(&frame::resync(r));
             }
         }
         first = false;
@@ -335,8 +353,9 @@ async fn from_jetstream(
             }
         }
         for ev in &f.events {
-            out.extend_from_slice(&ev.frame);
+            plain.extend_from_slice(&ev.frame);
         }
+        out.extend_from_slice(&conn.encode(&Bytes::from(std::mem::take(&mut plain))));
         let frames = f.events.len() as u64;
         let n = out.len();
         let written = monoio::select! {
@@ -360,7 +379,7 @@ async fn from_jetstream(
 /// The bytes that turn a subscriber away without stranding a browser: 200,
 /// a randomised `retry:` and the reason as a comment, then close.
 fn shed_bytes(w: &Worker, cors: &str, why: &str) -> Bytes {
-    let mut v = response::event_stream_head(cors).into_bytes();
+    let mut v = response::event_stream_head(cors, "").into_bytes();
     v.extend_from_slice(&frame::retry(
         frame::jittered_retry_ms(w.shared.cfg.sse.retry_ms),
         Some(why),

@@ -83,6 +83,9 @@ pub(crate) struct Head {
     cookie: Option<Range<usize>>,
     /// `Idempotency-Key` (a publish retried after a timeout, cluster mode).
     idempotency_key: Option<Range<usize>>,
+    /// `Accept-Encoding` accepts gzip (RFC 9110 §12.5.3: `gzip` or `*`
+    /// with a non-zero weight, and not refused by name).
+    pub(crate) accepts_gzip: bool,
 }
 
 /// See [`Head::request_id`].
@@ -176,6 +179,31 @@ fn span(base: &[u8], part: &[u8]) -> Range<usize> {
     start..start + part.len()
 }
 
+/// Whether `Accept-Encoding` field values accept gzip: `gzip` (or
+/// `x-gzip`) with a weight above 0, or `*` above 0 when gzip is not named.
+fn accepts_gzip(values: &[&str]) -> bool {
+    let mut named: Option<bool> = None;
+    let mut any = false;
+    for item in values.iter().flat_map(|v| v.split(',')) {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let weight = parts
+            .find_map(|p| {
+                let (k, v) = p.trim().split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("q")
+                    .then(|| v.trim().parse::<f32>().ok())?
+            })
+            .unwrap_or(1.0);
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            named = Some(weight > 0.0);
+        } else if coding == "*" {
+            any = weight > 0.0;
+        }
+    }
+    named.unwrap_or(any)
+}
+
 /// The origin-form part of an absolute-form request target:
 /// `http://host:port/p?q` → `/p?q` (empty when there is no path); any
 /// other target as it is.
@@ -253,9 +281,11 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
         duplicate_authorization: false,
         cookie: None,
         idempotency_key: None,
+        accepts_gzip: false,
     };
     let mut content_length: Option<usize> = None;
     let mut hosts = 0;
+    let mut encodings: Vec<&str> = Vec::new();
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value)
             .map_err(|_| HttpError::BadRequest("bad_request", "header value is not UTF-8"))?
@@ -316,6 +346,8 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
             head.forwarded_for.push(span(base, value.as_bytes()));
         } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+        } else if name.eq_ignore_ascii_case("accept-encoding") {
+            encodings.push(value);
         } else if name.eq_ignore_ascii_case("authorization") {
             head.duplicate_authorization |= head.authorization.is_some();
             head.authorization = Some(span(base, value.as_bytes()));
@@ -326,6 +358,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HttpError> 
             head.cookie = Some(span(base, value.as_bytes()));
         }
     }
+    head.accepts_gzip = accepts_gzip(&encodings);
     // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; none, or
     // two that may disagree, is a 400 (a proxy and a server could each
     // read a different one).
@@ -461,6 +494,19 @@ mod tests {
         }
         let h = head(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n");
         assert!(h.duplicate_authorization);
+        // Accept-Encoding, as browsers, curl and proxies send it.
+        for (values, want) in [
+            (&["gzip, deflate, br"][..], true),
+            (&["br;q=1.0, gzip;q=0.8, *;q=0.1"], true),
+            (&["identity"], false),
+            (&["gzip;q=0"], false),
+            (&["*"], true),
+            (&["*;q=0.5", "gzip;q=0"], false),
+            (&["deflate", "GZIP"], true),
+            (&[], false),
+        ] {
+            assert_eq!(accepts_gzip(values), want, "{values:?}");
+        }
     }
 
     /// What a parse must guarantee whatever the input: a complete head takes

@@ -87,11 +87,23 @@ pub(crate) fn error(e: &HttpError, cors: &str, keep_alive: bool) -> Vec<u8> {
     )
 }
 
-/// The head of an event stream: sent at once, body delimited by close.
-pub(crate) fn event_stream_head(cors: &str) -> String {
+/// The head of an event stream: sent at once, body delimited by close;
+/// `encoding` adds the content-coding headers (see [`encoding_headers`]).
+pub(crate) fn event_stream_head(cors: &str, encoding: &str) -> String {
     format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n{cors}\r\n"
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: close\r\n{encoding}{cors}\r\n"
     )
+}
+
+/// The content-coding headers of an event stream: gzip when it is
+/// compressed, and `Vary` whenever compression is on (a cache must not give
+/// one client's encoding to another).
+pub(crate) fn encoding_headers(compression_on: bool, gzip: bool) -> &'static str {
+    match (compression_on, gzip) {
+        (true, true) => "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n",
+        (true, false) => "Vary: Accept-Encoding\r\n",
+        (false, _) => "",
+    }
 }
 
 /// The answer to a CORS preflight.

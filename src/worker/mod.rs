@@ -129,6 +129,12 @@ pub(crate) struct Worker {
     lifecycle: LocalNotify,
     /// Deadlines of this worker's connections.
     timers: Timers,
+    /// Room for per-connection compressors (`sse.compression_max_bytes`).
+    gzip_budget: Rc<crate::gzip::Budget>,
+    /// Each exact topic's shared compression, while it has members.
+    gzip_groups: RefCell<crate::topic::TopicMap<Arc<str>, conn::SharedGroup>>,
+    /// The one compressor every group uses in turn (made at the first).
+    gzip_scratch: RefCell<Option<crate::gzip::group::Scratch>>,
     next_gen: Cell<u32>,
 }
 
@@ -191,6 +197,12 @@ impl Worker {
             draining: Cell::new(false),
             lifecycle: LocalNotify::default(),
             timers: Timers::new(cfg),
+            gzip_budget: crate::gzip::Budget::new(
+                cfg.sse.compression_max_bytes / cfg.workers().max(1),
+                cfg.sse.compression_level,
+            ),
+            gzip_groups: RefCell::new(Default::default()),
+            gzip_scratch: RefCell::new(None),
             next_gen: Cell::new(0),
             shared,
         }
@@ -310,6 +322,38 @@ impl Worker {
                 subs.insert(p, conn.key);
             }
         }
+        // A compressed stream on one exact topic shares the topic's
+        // compressor: the same bytes as every other member, compressed
+        // once. Only where it is sent every event of the topic and never
+        // has one dropped: not delayed, not throttled, not conflated.
+        let shares = conn.is_compressed()
+            && !delayed
+            && !conn.is_throttled()
+            && self.shared.cfg.sse.slow_policy == crate::config::SlowPolicy::Disconnect
+            && patterns.len() == 1
+            && !crate::topic::is_wildcard(&patterns[0]);
+        if shares {
+            let scratch = self
+                .gzip_scratch
+                .borrow_mut()
+                .get_or_insert_with(|| {
+                    let level = self.gzip_budget.level();
+                    Rc::new(RefCell::new(crate::gzip::Deflater::new(level)))
+                })
+                .clone();
+            let group = self
+                .gzip_groups
+                .borrow_mut()
+                .entry(Arc::from(&*patterns[0]))
+                .or_insert_with(|| {
+                    let budget = self.gzip_budget.clone();
+                    Rc::new(RefCell::new(crate::gzip::group::Group::new(
+                        scratch, budget,
+                    )))
+                })
+                .clone();
+            conn.join_group(group);
+        }
         conn.set_patterns(patterns, delayed);
         conn.set_phase(Phase::Stream);
         self.metrics.subscribers_active.fetch_add(1, Relaxed);
@@ -326,6 +370,11 @@ impl Worker {
     /// worker's lifetime.
     pub(crate) async fn run_flush_tick(self: Rc<Self>) {
         self.flush.run().await
+    }
+
+    /// The budget of per-connection compressors.
+    pub(crate) fn gzip_budget(&self) -> Rc<crate::gzip::Budget> {
+        self.gzip_budget.clone()
     }
 
     /// A slot for a request to the cluster bridge (freed when dropped);
@@ -375,8 +424,15 @@ impl Worker {
         }
     }
 
-    /// Takes the connection's patterns out of its subscription table.
+    /// Takes the connection's patterns out of its subscription table (and
+    /// it out of its topic's shared compressor).
     pub(crate) fn unsubscribe(&self, conn: &Conn) {
+        if conn.leave_group().is_some() {
+            // The last member: the topic's group goes.
+            if let Some(p) = conn.patterns_first() {
+                self.gzip_groups.borrow_mut().remove(&*p);
+            }
+        }
         let mut subs = if conn.is_delayed() {
             self.delayed_subs.borrow_mut()
         } else {

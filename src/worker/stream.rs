@@ -135,6 +135,8 @@ async fn stream_frames(
                 frame::jittered_retry_ms(w.shared.cfg.sse.retry_ms),
                 None,
             ));
+            // A compressed stream ends its gzip member properly.
+            conn.push_trailer();
             retry_sent = true;
             continue;
         }

@@ -180,6 +180,9 @@ impl Worker {
                 Heartbeat::Stop => {}
                 Heartbeat::Sent { next } => {
                     self.metrics.heartbeats.fetch_add(1, Relaxed);
+                    // Silent for sse.heartbeat_ms: an idle stream holds no
+                    // compressor of its own.
+                    conn.release_compressor();
                     self.timers.schedule(&conn, next, TimerKind::Heartbeat);
                 }
                 Heartbeat::Wait { at } => self.timers.schedule(&conn, at, TimerKind::Heartbeat),

@@ -59,6 +59,15 @@ try {
   await page.waitForFunction(() => document.body.dataset.state === "open", null, { timeout: 15000 });
   const resumeHead = proxy.heads.filter((h) => h.startsWith("GET /events")).pop();
   check(/\r\nlast-event-id: *\d+/i.test(resumeHead), "reconnected by itself with Last-Event-ID");
+  // The proxy sees the first request and answer of each connection: here
+  // the resumed stream's. It asked for gzip, was answered gzip, and the
+  // board goes on updating from it (below).
+  const streamHeads = proxy.responses.filter((r) => /text\/event-stream/i.test(r));
+  const asked = proxy.heads.filter((h) => h.startsWith("GET /events"))
+    .map((h) => /accept-encoding: *([^\r]*)/i.exec(h)?.[1] ?? "none");
+  check(asked.length >= 1 && asked.every((a) => /gzip/.test(a)) && streamHeads.length >= 1
+    && streamHeads.every((r) => /\r\ncontent-encoding: gzip/i.test(r)),
+    `Chromium's EventSource asked for gzip (${asked.join("; ")}) and decoded the compressed stream`);
   const again = await page.$$eval("#rows tr", (rows) => rows.map((r) => r.cells[4].textContent).join("|"));
   await page.waitForFunction(
     (b) => [...document.querySelectorAll("#rows tr")].map((r) => r.cells[4].textContent).join("|") !== b,
@@ -75,6 +84,31 @@ try {
   await page.fill("#topic", "quotes.>");
   await page.click("button[type=submit]");
   await page.waitForFunction(() => document.querySelectorAll("#rows tr").length >= 20, null, { timeout: 10000 });
+
+  // "Slow screen": max_rate=0.5, so each of the 32 symbols sends at most
+  // one quote every 2 s: no one-second window holds more than 32 quotes
+  // (they come in step), against about 300 without it.
+  await page.check("#slow");
+  const slowHead = await (async () => {
+    for (let i = 0; i < 50; i++) {
+      const h = proxy.heads.filter((x) => x.startsWith("GET /events")).pop() || "";
+      if (h.includes("max_rate=0.5")) return h;
+      await page.waitForTimeout(100);
+    }
+    return "";
+  })();
+  check(slowHead.includes("max_rate=0.5"), "the slow screen subscribes with max_rate");
+  await page.waitForTimeout(1500);
+  const slowRates = [];
+  for (let i = 0; i < 12; i++) {
+    await page.waitForTimeout(250);
+    slowRates.push(Number(await page.textContent("#rate")));
+  }
+  check(slowRates.every((r) => r <= 36) && slowRates.some((r) => r > 0),
+    `the slow screen gets at most 32 quotes in any second: ${slowRates.join(", ")}`);
+  await page.uncheck("#slow");
+  await page.waitForFunction(() => Number(document.getElementById("rate").textContent) > 100, null, { timeout: 10000 });
+  check(true, "back to every quote");
   await page.screenshot({ path: shot, fullPage: true });
   console.log(`screenshot: ${shot}`);
 

@@ -55,6 +55,11 @@ const live = await publish(direct, "compat.d", "live");
 await waitFor(6, "missed events and live event");
 check(JSON.stringify(received.slice(2).map((e) => e.id)) === JSON.stringify([...missed, live]), "exactly the missed events, then live");
 check(received.slice(2, 5).every((e, i) => e.data === `missed ${i}`), "missed events' data");
+// Node's fetch asks for gzip; ringcast answered compressed, and every event
+// above was decoded from it as it arrived.
+const eventHeads = proxy.responses.filter((r) => r.startsWith("HTTP/1.1 200") && /text\/event-stream/i.test(r));
+check(eventHeads.length >= 2 && eventHeads.every((r) => /\r\ncontent-encoding: gzip/i.test(r)),
+  `the streams were gzip: ${eventHeads.map((r) => /content-encoding: *(\S+)/i.exec(r)?.[1] ?? "identity").join(", ")}`);
 es.close();
 proxy.close();
 console.log("eventsource: all checks passed");

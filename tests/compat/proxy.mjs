@@ -6,6 +6,8 @@ import net from "node:net";
 export function startProxy(targetHost, targetPort) {
   const sockets = new Set();
   const heads = [];
+  // The response heads, to see which encoding each client was answered in.
+  const responses = [];
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort, targetHost);
     sockets.add(client);
@@ -19,7 +21,15 @@ export function startProxy(targetHost, targetPort) {
       }
       upstream.write(chunk);
     });
-    upstream.on("data", (chunk) => client.write(chunk));
+    let rhead = "";
+    upstream.on("data", (chunk) => {
+      if (rhead.length < 8192 && !rhead.includes("\r\n\r\n")) {
+        rhead += chunk.toString("latin1");
+        const end = rhead.indexOf("\r\n\r\n");
+        if (end >= 0) responses.push(rhead.slice(0, end));
+      }
+      client.write(chunk);
+    });
     const close = () => {
       client.destroy();
       upstream.destroy();
@@ -36,6 +46,7 @@ export function startProxy(targetHost, targetPort) {
       resolve({
         port: server.address().port,
         heads,
+        responses,
         drop() {
           for (const s of sockets) s.destroy();
           sockets.clear();

@@ -94,6 +94,19 @@ pub(crate) struct Load {
     /// Percentage of subscribers that never read after connecting.
     #[arg(long, default_value_t = 0.0)]
     pub(crate) stalled_pct: f64,
+    /// Ask for compressed streams (`Accept-Encoding: gzip`); a gzip answer
+    /// is decoded as it arrives, and the report gives the bytes on the
+    /// wire against the decoded ones.
+    #[arg(long)]
+    pub(crate) gzip: bool,
+    /// `max_rate=R` on the throttled subscribers' `/events` (ringcast only).
+    #[arg(long)]
+    pub(crate) max_rate: Option<f64>,
+    /// With --max-rate: the percentage of subscribers that ask for it. They
+    /// read and count what they get; the delivery and latency figures are
+    /// the others'.
+    #[arg(long, default_value_t = 100.0)]
+    pub(crate) throttled_pct: f64,
     /// Concurrent connection attempts while connecting subscribers.
     #[arg(long, default_value_t = 256)]
     pub(crate) connect_concurrency: usize,

@@ -26,6 +26,8 @@ pub(crate) struct SubSpec {
     pub(crate) expected: u64,
     /// Never reads after the response head.
     pub(crate) stalled: bool,
+    /// Asks for --max-rate: reads and counts, expects nothing exact.
+    pub(crate) throttled: bool,
     /// Source address to connect from, if spreading.
     pub(crate) source: Option<Ipv4Addr>,
     pub(crate) role: Role,
@@ -36,21 +38,28 @@ pub(crate) struct Plan {
     pub(crate) main: Vec<SubSpec>,
     /// The resumers of a storm, which the storm thread connects.
     pub(crate) resumers: Vec<SubSpec>,
-    /// Subscribers that read (all but the stalled ones), resumers included.
+    /// Subscribers that read every event (all but the stalled and the
+    /// throttled ones), resumers included.
     pub(crate) readers: usize,
     /// Deliveries the readers should get in all.
     pub(crate) expected: u64,
     /// 127.0.0.x source addresses the subscribers are spread over.
     pub(crate) source_ips: usize,
+    /// Subscribers asking for --max-rate.
+    pub(crate) throttled: usize,
 }
 
 impl Plan {
     pub(crate) fn new(args: &Args) -> Plan {
         let load = &args.load;
-        let stalled_every = if load.stalled_pct > 0.0 {
-            (100.0 / load.stalled_pct).round().max(1.0) as usize
-        } else {
-            0
+        let every = |pct: f64| match pct > 0.0 {
+            true => (100.0 / pct).round().max(1.0) as usize,
+            false => 0,
+        };
+        let stalled_every = every(load.stalled_pct);
+        let throttled_every = match load.max_rate {
+            Some(_) => every(load.throttled_pct),
+            None => 0,
         };
         // Topic t gets every topics-th event, starting at event t.
         let per_topic = |t: usize| -> u64 {
@@ -83,11 +92,16 @@ impl Plan {
             readers: 0,
             expected: 0,
             source_ips,
+            throttled: 0,
         };
         for idx in 0..load.subscribers {
             let stalled = stalled_every > 0 && idx % stalled_every == stalled_every - 1;
+            // Spread from the first subscriber on (the stalled from the last
+            // of each round), so that 50% throttles every other one.
+            let throttled = !stalled && throttled_every > 0 && idx % throttled_every == 0;
             let expected = args.sub_topics(idx).into_iter().map(per_topic).sum();
-            if !stalled {
+            plan.throttled += usize::from(throttled);
+            if !stalled && !throttled {
                 plan.readers += 1;
                 plan.expected += expected;
             }
@@ -95,6 +109,7 @@ impl Plan {
                 idx,
                 expected,
                 stalled,
+                throttled,
                 source: net::source_of(idx, source_ips),
                 role: role_of(idx),
             };

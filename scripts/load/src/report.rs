@@ -38,6 +38,32 @@ pub(crate) struct Report {
     server_metrics: Option<Named>,
     #[serde(skip_serializing_if = "Option::is_none")]
     storm: Option<StormReport>,
+    /// Only with --gzip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wire: Option<Wire>,
+    /// Only with --max-rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throttled: Option<Throttled>,
+}
+
+/// What the subscribers read, against what it decoded to (--gzip).
+#[derive(Serialize)]
+struct Wire {
+    bytes_read: u64,
+    bytes_decoded: u64,
+    /// Read / decoded: what compression left of the stream.
+    ratio: Option<Fig>,
+}
+
+/// The --max-rate subscribers: they are left out of `delivery` and
+/// `latency_ms`.
+#[derive(Serialize)]
+struct Throttled {
+    subscribers: usize,
+    max_rate: f64,
+    /// Events they received in all (each topic's newest at most every
+    /// 1/max_rate s).
+    received: u64,
 }
 
 /// What was run: the flags that shape the load, and how long it took.
@@ -151,6 +177,14 @@ struct Server {
     cpu_us_per_close: Option<Fig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rss_growth_bytes_per_connection: Option<Fig>,
+    /// RSS growth from before the first connect to the end of the publish
+    /// phase, per connection: an active stream's memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_growth_bytes_per_active_connection: Option<Fig>,
+    /// Publish-phase server CPU per event published: what one event costs,
+    /// whatever it was delivered to (--max-rate skips deliveries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_us_per_event: Option<Fig>,
     cores_busy: Phases,
     /// --server-core: that core over the publish phase.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -263,6 +297,17 @@ impl Report {
                 let stayers = plan.readers - resumers;
                 StormReport::new(args, stats, m, times, resumers, stayers)
             }),
+            wire: args.load.gzip.then(|| Wire {
+                bytes_read: stats.wire_bytes.get(),
+                bytes_decoded: stats.plain_bytes.get(),
+                ratio: Fig::sig3(stats.wire_bytes.get() as f64 / stats.plain_bytes.get() as f64)
+                    .filter(|_| stats.plain_bytes.get() > 0),
+            }),
+            throttled: args.load.max_rate.map(|max_rate| Throttled {
+                subscribers: plan.throttled,
+                max_rate,
+                received: stats.throttled_received.get(),
+            }),
         }
     }
 
@@ -358,6 +403,10 @@ fn server(args: &Args, stats: &Stats, m: &Measured) -> Server {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64),
         _ => None,
     };
+    let rss_active_kib = match (m.rss_kib.0, m.rss_published_kib) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64),
+        _ => None,
+    };
     let publishing = !args.load.connect_only;
     Server {
         pids: args.target.server_pid.clone(),
@@ -370,6 +419,11 @@ fn server(args: &Args, stats: &Stats, m: &Measured) -> Server {
         cpu_us_per_close: m.cpu_us_per_close.and_then(Fig::sig3),
         rss_growth_bytes_per_connection: per(rss_growth_kib, connected, 1024.0)
             .and_then(Fig::whole),
+        rss_growth_bytes_per_active_connection: per(rss_active_kib, connected, 1024.0)
+            .and_then(Fig::whole),
+        cpu_us_per_event: per(m.publish.server_cpu(), stats.published.get(), 1e6)
+            .filter(|_| publishing)
+            .and_then(Fig::sig3),
         cores_busy: Phases {
             connect: m.connect.server_cores().and_then(Fig::sig3),
             publish: m

@@ -65,6 +65,9 @@ pub(crate) struct Measured {
     /// Server RSS in KiB before the first connect and after the last one
     /// (and --hold-s).
     pub(crate) rss_kib: (Option<u64>, Option<u64>),
+    /// Server RSS in KiB at the end of the publish phase (the subscribers
+    /// still connected, their streams active).
+    pub(crate) rss_published_kib: Option<u64>,
     /// --server-core: the share of the publish phase that core was busy
     /// (any process, interrupts, softirqs), and in softirq.
     pub(crate) core: Option<(f64, f64)>,
@@ -130,6 +133,7 @@ pub(crate) async fn run(args: Rc<Args>) -> Report {
     .await;
     let server_cpu1 = server_cpu_s(pids);
     let core1 = args.target.server_core.and_then(CoreTicks::read);
+    let rss_published_kib = server_rss_kib(pids).filter(|_| !args.load.connect_only);
     let publish = Phase {
         secs: publish_s,
         server_cpu_s: (server_cpu0, server_cpu1),
@@ -166,6 +170,7 @@ pub(crate) async fn run(args: Rc<Args>) -> Report {
         publish,
         t_pub,
         rss_kib: (rss_before, rss_after),
+        rss_published_kib,
         core: core0.zip(core1).and_then(|(a, b)| CoreTicks::shares(a, b)),
         cpu_us_per_close,
         storm,

@@ -27,6 +27,11 @@ pub(crate) struct Stats {
     /// Events of a topic the subscriber did not subscribe to.
     pub(crate) misrouted: Cell<u64>,
     pub(crate) published: Cell<u64>,
+    /// Bytes of the subscribers' bodies as read, and as decoded (--gzip).
+    pub(crate) wire_bytes: Cell<u64>,
+    pub(crate) plain_bytes: Cell<u64>,
+    /// Events the throttled subscribers (--max-rate) received.
+    pub(crate) throttled_received: Cell<u64>,
     pub(crate) publish_errors: Cell<u64>,
     pub(crate) connected: Cell<usize>,
     pub(crate) connect_errors: Cell<usize>,

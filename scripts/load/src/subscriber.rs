@@ -6,11 +6,14 @@
 //! reopens it with `Last-Event-ID` at the reconnect.
 
 use std::cell::Cell;
+use std::io::Write;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
+
+use flate2::write::GzDecoder;
 
 use crate::args::Args;
 use crate::net::connect_from;
@@ -26,6 +29,8 @@ struct Stream {
     _wr: OwnedWriteHalf<TcpStream>,
     chunked: bool,
     dechunk: Dechunk,
+    /// A gzip body's decoder (its output is taken after every read).
+    gz: Option<GzDecoder<Vec<u8>>>,
     body: Vec<u8>,
 }
 
@@ -34,7 +39,8 @@ impl Stream {
     /// `last_id`, resumes after it (the `Last-Event-ID` header).
     async fn open(
         args: &Args,
-        idx: usize,
+        stats: &Stats,
+        (idx, throttled): (usize, bool),
         source: Option<std::net::Ipv4Addr>,
         rcvbuf: Option<usize>,
         last_id: Option<&[u8]>,
@@ -43,10 +49,18 @@ impl Stream {
         let stream = connect_from(node, source, rcvbuf).await.ok()?;
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
+        let rate = match (throttled, args.load.max_rate) {
+            (true, Some(r)) => format!("&max_rate={r}"),
+            _ => String::new(),
+        };
         let mut req = format!(
-            "GET {} HTTP/1.1\r\nHost: load\r\nAccept: text/event-stream\r\n{}",
+            "GET {}{rate} HTTP/1.1\r\nHost: load\r\nAccept: text/event-stream\r\n{}{}",
             args.sub_path(idx),
-            Args::bearer(&args.target.sub_token)
+            Args::bearer(&args.target.sub_token),
+            match args.load.gzip {
+                true => "Accept-Encoding: gzip\r\n",
+                false => "",
+            }
         );
         if let Some(id) = last_id.filter(|id| !id.is_empty()) {
             req.push_str("Last-Event-ID: ");
@@ -77,20 +91,52 @@ impl Stream {
             _wr: wr,
             chunked: head.contains("transfer-encoding: chunked"),
             dechunk: Dechunk::default(),
+            gz: head
+                .contains("content-encoding: gzip")
+                .then(|| GzDecoder::new(Vec::new())),
             body: Vec::new(),
         };
         let rest = buf.split_off(end);
-        stream.push(&rest);
+        stream.push(stats, &rest);
         Some(stream)
     }
 
-    /// Appends bytes read to the body, de-chunked if need be.
-    fn push(&mut self, bytes: &[u8]) {
-        if self.chunked {
-            self.dechunk.feed(bytes, &mut self.body);
-        } else {
-            self.body.extend_from_slice(bytes);
+    /// Appends bytes read to the body, de-chunked and decoded if need be,
+    /// and counts them: as read, and as decoded.
+    fn push(&mut self, stats: &Stats, bytes: &[u8]) {
+        stats
+            .wire_bytes
+            .set(stats.wire_bytes.get() + bytes.len() as u64);
+        let before = self.body.len();
+        let Some(gz) = self.gz.as_mut() else {
+            match self.chunked {
+                true => self.dechunk.feed(bytes, &mut self.body),
+                false => self.body.extend_from_slice(bytes),
+            }
+            stats
+                .plain_bytes
+                .set(stats.plain_bytes.get() + (self.body.len() - before) as u64);
+            return;
+        };
+        let mut raw = Vec::new();
+        let raw = match self.chunked {
+            true => {
+                self.dechunk.feed(bytes, &mut raw);
+                &raw[..]
+            }
+            false => bytes,
+        };
+        // A sync-flushed stream decodes whole: every byte written comes
+        // out at the flush. A corrupt stream ends the decoding, and the
+        // tracker then sees the events missing.
+        if gz.write_all(raw).and_then(|_| gz.flush()).is_err() {
+            self.gz = None;
+            return;
         }
+        self.body.append(gz.get_mut());
+        stats
+            .plain_bytes
+            .set(stats.plain_bytes.get() + (self.body.len() - before) as u64);
     }
 }
 
@@ -135,7 +181,7 @@ async fn pump(
         rbuf = b;
         match res {
             Ok(n) if n > 0 => {
-                s.push(&rbuf[..n]);
+                s.push(stats, &rbuf[..n]);
                 t.take_frames(&mut s.body, stats, base);
             }
             _ => return Pump::Closed,
@@ -183,12 +229,15 @@ pub(crate) async fn subscriber(
         idx,
         expected,
         stalled,
+        throttled,
         source,
         role,
     } = spec;
     let t0 = Instant::now();
     let rcvbuf = stalled.then_some(4096);
-    let Some(mut stream) = Stream::open(&args, idx, source, rcvbuf, None).await else {
+    let Some(mut stream) =
+        Stream::open(&args, &stats, (idx, throttled), source, rcvbuf, None).await
+    else {
         stats.connect_errors.set(stats.connect_errors.get() + 1);
         gate.set(gate.get() - 1);
         stats.changed.notify();
@@ -204,6 +253,10 @@ pub(crate) async fn subscriber(
         // to is freed, which would drop, and so close, the connection. The
         // timer keeps this one's waker past the run's end.)
         monoio::time::sleep(Duration::from_secs(args.load.timeout_s + 60)).await;
+    }
+    if throttled {
+        count_until_hang_up(&stats, idx, stream).await;
+        return;
     }
     let mut tracker = Tracker::new(role, &args.sub_topics(idx), args.load.inflight);
     // The stream, once it has delivered every event.
@@ -278,10 +331,48 @@ async fn resume(
     tracker.resumed_at_us = Some(base.elapsed().as_micros() as u64);
     let t1 = Instant::now();
     let last_id = std::mem::take(&mut tracker.last_id);
-    let stream = Stream::open(args, idx, source, None, Some(&last_id)).await?;
+    let stream = Stream::open(args, stats, (idx, false), source, None, Some(&last_id)).await?;
     record(&stats.resume_ttfb_us, t1.elapsed().as_micros() as u64);
     stats
         .resumers_reconnected
         .set(stats.resumers_reconnected.get() + 1);
     Some(stream)
+}
+
+/// A throttled subscriber (--max-rate): reads its stream and counts the
+/// events in it until the publish phase is measured, then closes.
+async fn count_until_hang_up(stats: &Stats, idx: usize, mut s: Stream) {
+    // Counts the `id:` lines of whole lines; a partial last line waits.
+    let count = |s: &mut Stream| {
+        let cut = s
+            .body
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let ids = s.body[..cut]
+            .split(|&b| b == b'\n')
+            .filter(|l| l.starts_with(b"id:"))
+            .count();
+        s.body.drain(..cut);
+        let n = stats.throttled_received.get() + ids as u64;
+        stats.throttled_received.set(n);
+    };
+    count(&mut s);
+    let mut rbuf = Vec::with_capacity(16 * 1024);
+    while !stats.hang_up.get() {
+        rbuf.clear();
+        let (res, b) = monoio::select! {
+            biased;
+            _ = stats.hang_up_wait.until(idx, || stats.hang_up.get()) => break,
+            r = s.rd.read(rbuf) => r,
+        };
+        rbuf = b;
+        match res {
+            Ok(n) if n > 0 => {
+                s.push(stats, &rbuf[..n]);
+                count(&mut s);
+            }
+            _ => break,
+        }
+    }
 }

@@ -21,11 +21,14 @@ use bytes::Bytes;
 use super::local::Oneshot;
 use super::queued::{Queued, REPLAYED};
 use super::throttle::{Offer, Throttle};
+use crate::gzip::StreamEncoder;
 
 mod deadlines;
+mod encoding;
 mod queue;
 
 pub(crate) use deadlines::{Expiry, Heartbeat};
+pub(crate) use encoding::SharedGroup;
 
 /// [`Conn::request_id`], written without allocating.
 pub(crate) struct RequestId<'a>(&'a Conn);
@@ -117,6 +120,9 @@ pub struct Conn {
     /// flag among the hot fields, so other subscribers never touch the
     /// cold one).
     throttled: Cell<bool>,
+    /// A compressed stream: `push` compresses (a hot flag beside the
+    /// throttle's, so identity streams never touch the cold state).
+    compressed: Cell<bool>,
     /// A write is in flight: no heartbeat is queued behind it, and only then
     /// can the write stall.
     writing: Cell<bool>,
@@ -167,6 +173,10 @@ pub struct Conn {
     throttle: RefCell<Option<Box<Throttle>>>,
     /// A throttle entry is in the wheel.
     throttle_armed: Cell<bool>,
+    /// Its gzip state, on a compressed stream.
+    gzip: RefCell<Option<Box<StreamEncoder>>>,
+    /// Its topic's shared compressor, when it is a member.
+    group: RefCell<Option<SharedGroup>>,
 }
 
 impl Conn {
@@ -214,6 +224,9 @@ impl Conn {
             throttled: Cell::new(false),
             throttle: RefCell::new(None),
             throttle_armed: Cell::new(false),
+            compressed: Cell::new(false),
+            gzip: RefCell::new(None),
+            group: RefCell::new(None),
             close: Oneshot::default(),
         }
     }
@@ -281,6 +294,11 @@ impl Conn {
     /// How many patterns the connection is subscribed under.
     pub(crate) fn pattern_count(&self) -> usize {
         self.patterns.borrow().len()
+    }
+
+    /// Its first pattern (a shared compressor's topic), if any.
+    pub(crate) fn patterns_first(&self) -> Option<Box<str>> {
+        self.patterns.borrow().first().cloned()
     }
 
     /// Hands over the patterns to unsubscribe, leaving none.

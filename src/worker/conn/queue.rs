@@ -73,8 +73,19 @@ impl Conn {
         }
     }
 
-    /// Appends a frame handle; the caller checked the bound.
-    pub(crate) fn push(&self, q: Queued) {
+    /// Appends a frame handle; the caller checked the bound. On a
+    /// compressed stream the frame is compressed here, the last step before
+    /// the queue.
+    pub(crate) fn push(&self, mut q: Queued) {
+        if self.compressed.get() {
+            q.frame = self.encode(&q.frame);
+        }
+        self.push_wire(q);
+    }
+
+    /// Appends wire bytes as they are: a compressed piece, or the response
+    /// head and gzip header before the compressed body.
+    pub(crate) fn push_wire(&self, q: Queued) {
         self.add_pending(q.frame.len());
         let was_empty = {
             let mut queue = self.queue.borrow_mut();

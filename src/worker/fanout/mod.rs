@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use super::conn::{CloseReason, Conn};
 use super::local::yield_now;
-use super::queued::{Queued, REPLAYED};
+use super::queued::REPLAYED;
 use super::throttle::Offer;
 use super::timers::TICK_MS;
 use super::Worker;
@@ -132,11 +132,7 @@ pub fn enqueue(
         }
     }
     let conflate = bound.policy == SlowPolicy::Conflate;
-    conn.push(Queued {
-        frame: ev.frame.clone(),
-        born_ns: ev.born_ns,
-        topic: conflate.then(|| ev.topic.clone()),
-    });
+    conn.push_event(ev, conflate.then(|| ev.topic.clone()));
     match conn.over_bound_for(bound.max_pending, now) {
         None => Enqueued::Yes,
         Some(_) if conflate && conn.is_conflating() => judge_slow(conn, bound, metrics),
@@ -147,7 +143,9 @@ pub fn enqueue(
 
 /// Applies the slow policy to `conn`, which is over its bound and slow.
 fn judge_slow(conn: &Conn, bound: Bound, metrics: &WorkerMetrics) -> Enqueued {
-    if bound.policy == SlowPolicy::Conflate {
+    // A compressed stream's queue holds compressed pieces that refer to
+    // each other: none can be dropped, so it is closed (and resumes).
+    if bound.policy == SlowPolicy::Conflate && !conn.is_compressed() {
         let done = conn.conflate();
         metrics.conflated.fetch_add(done.dropped, Relaxed);
         if done.queued_bytes <= bound.max_pending / 2 {
@@ -362,7 +360,9 @@ impl Worker {
             if self.pending.get() <= target {
                 break;
             }
-            if bound.policy == SlowPolicy::Conflate {
+            // A compressed stream's pieces refer to each other: never
+            // dropped, so it is closed instead.
+            if bound.policy == SlowPolicy::Conflate && !c.is_compressed() {
                 self.metrics
                     .conflated
                     .fetch_add(c.conflate().dropped, Relaxed);

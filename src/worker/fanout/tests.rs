@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::config::Config;
+use crate::worker::queued::Queued;
 
 /// The slow grace, in ticks, of the table-driven tests.
 const GRACE: u64 = 3;
