@@ -18,7 +18,10 @@
 //! - **Per connection** ([`StreamEncoder`] with its own [`Deflater`]): every
 //!   other compressed stream (wildcards, several topics, `max_rate`,
 //!   delayed views), within `sse.compression_max_bytes` of compressors;
-//!   past it, and for small pieces (heartbeats, `retry:`), stored blocks.
+//!   past it, and for small pieces (heartbeats, `retry:`) of a stream that
+//!   holds no compressor, stored blocks. A stream that holds one sends
+//!   everything through it, and a group member's own pieces never refer
+//!   back across the group's segments.
 //!
 //! Each stream keeps the CRC-32 and length of what it sent
 //! (shared segments combine in with [`crc::combine`]), for the trailer a
@@ -154,7 +157,9 @@ impl StreamEncoder {
         self.account(seg.crc, seg.shift, seg.len);
     }
 
-    /// `plain` as stored (uncompressed) deflate blocks.
+    /// `plain` as stored (uncompressed) deflate blocks. Only while the
+    /// stream holds no compressor (see [`StreamEncoder::compress`]), or
+    /// before its first.
     pub(crate) fn store(&mut self, plain: &[u8]) -> Bytes {
         let mut out = Vec::with_capacity(plain.len() + 5 * (plain.len() / 65_535 + 1));
         put_stored(&mut out, plain, false);
@@ -167,9 +172,12 @@ impl StreamEncoder {
     }
 
     /// `plain` compressed with this stream's own compressor (made now if
-    /// the budget has room), else stored.
+    /// the budget has room and the piece is worth it), else stored. While
+    /// it holds a compressor every piece goes through it, however small:
+    /// the compressor refers back by distance into what the decoder
+    /// produced, so nothing may reach the decoder beside it.
     pub(crate) fn compress(&mut self, plain: &[u8]) -> Bytes {
-        if plain.len() < STORE_BELOW || (self.deflater.is_none() && !self.budget.take()) {
+        if self.deflater.is_none() && (plain.len() < STORE_BELOW || !self.budget.take()) {
             return self.store(plain);
         }
         let level = self.budget.level;
@@ -293,6 +301,25 @@ mod tests {
             !e.has_deflater(),
             "a heartbeat is stored, no compressor made"
         );
+        wire.extend_from_slice(&e.trailer());
+        assert_eq!(gunzip(&wire), plain);
+    }
+
+    #[test]
+    fn a_small_piece_between_two_compressed_ones_goes_through_the_compressor() {
+        let budget = Budget::new(1 << 30, 1);
+        let mut e = StreamEncoder::new(budget);
+        let mut wire = StreamEncoder::header().to_vec();
+        let ev =
+            br#"id: 1796691403518205441\ndata: {"bid":189.12,"ask":189.14,"symbol":"AAPL"}\n\n"#;
+        let mut plain = Vec::new();
+        // A heartbeat between two events: a stored block beside the
+        // compressor would shift every distance the second event refers
+        // back by.
+        for piece in [&ev[..], b":\n\n", &ev[..]] {
+            wire.extend_from_slice(&e.compress(piece));
+            plain.extend_from_slice(piece);
+        }
         wire.extend_from_slice(&e.trailer());
         assert_eq!(gunzip(&wire), plain);
     }

@@ -35,11 +35,23 @@ impl Conn {
     /// member's shared compressor must then start its next segment afresh:
     /// this stream's decoder has more history than the others'.
     pub(crate) fn encode(&self, plain: &Bytes) -> Bytes {
-        if let Some(g) = self.group.borrow().as_ref() {
-            g.borrow_mut().reset_next();
-        }
+        let member = self
+            .group
+            .borrow()
+            .as_ref()
+            .map(|g| g.borrow_mut().reset_next())
+            .is_some();
         match self.gzip.borrow_mut().as_mut() {
-            Some(e) => e.compress(plain),
+            Some(e) => {
+                let wire = e.compress(plain);
+                if member {
+                    // The group's segments reach this decoder between its
+                    // own pieces, unseen by its own compressor: the next
+                    // own piece must not refer back across them.
+                    e.release();
+                }
+                wire
+            }
             None => plain.clone(),
         }
     }

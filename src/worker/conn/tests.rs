@@ -321,3 +321,59 @@ fn stall_clock_runs_from_the_last_progress_of_a_write_in_flight() {
         assert_eq!(c.arm_stall(LIMIT).is_some(), !entry_kept, "{name}: re-arm");
     }
 }
+
+#[test]
+fn a_members_own_pieces_never_refer_back_across_the_groups_segments() {
+    use crate::gzip::group::Group;
+    use crate::gzip::{Budget, Deflater, StreamEncoder};
+    let total = Rc::new(Cell::new(0usize));
+    let c = conn(&total);
+    let budget = Budget::new(1 << 30, 1);
+    c.set_encoder(StreamEncoder::new(budget.clone()));
+    c.push_identity(StreamEncoder::header());
+    let scratch = Rc::new(RefCell::new(Deflater::new(1)));
+    c.join_group(Rc::new(RefCell::new(Group::new(scratch, budget))));
+    let topic: Arc<str> = Arc::from("quotes.NASDAQ.AAPL");
+    let own = Bytes::from_static(
+        b"data: {\"reason\":\"a piece of this stream's own, long enough to compress\"}\n\n",
+    );
+    let mut plain = Vec::new();
+    for id in 1..=6u64 {
+        let frame = Bytes::from(format!(
+            "id: {id}\ndata: {{\"symbol\":\"AAPL\",\"bid\":189.1{id}}}\n\n"
+        ));
+        c.push_event(
+            &crate::event::Event {
+                id,
+                topic: topic.clone(),
+                frame: frame.clone(),
+                born_ns: 1,
+            },
+            Some(topic.clone()),
+        );
+        plain.extend_from_slice(&frame);
+        if id % 2 == 0 {
+            // The same own piece twice, group segments between.
+            c.push(Queued {
+                frame: own.clone(),
+                born_ns: 0,
+                topic: None,
+            });
+            plain.extend_from_slice(&own);
+        }
+    }
+    let wire: Vec<u8> = c
+        .queue
+        .borrow()
+        .iter()
+        .flat_map(|q| q.frame.to_vec())
+        .collect();
+    let mut dec = flate2::read::GzDecoder::new(&wire[..]);
+    let mut out = Vec::new();
+    // No trailer (the stream is still open): read what decodes.
+    let _ = std::io::Read::read_to_end(&mut dec, &mut out);
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&plain)
+    );
+}
