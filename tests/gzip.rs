@@ -335,3 +335,21 @@ fn curl_compressed_reads_the_stream() {
         assert!(out.contains(&format!("id: {id}\n")), "{out}");
     }
 }
+
+/// A throttled compressed stream (its own compressor, held frames released
+/// by the timer): the first event and the newest of the burst, each
+/// decoded as it arrives, and nothing between.
+#[test]
+fn a_throttled_stream_compresses_what_it_is_sent() {
+    let s = Server::start("");
+    let mut sub = GzipSub::open(s.addr(), "topic=t.%3E&max_rate=2", "");
+    assert!(sub
+        .head
+        .to_ascii_lowercase()
+        .contains("content-encoding: gzip"));
+    wait_subscribers(&s, 1);
+    let quotes: Vec<String> = (0..6).map(quote).collect();
+    publish_burst(s.addr(), "t.a", &quotes, &[]);
+    sub.until(&quotes[5], Duration::from_secs(2));
+    assert_eq!(sub.data(), vec![quotes[0].clone(), quotes[5].clone()]);
+}

@@ -177,6 +177,95 @@ fn the_token_claim_caps_the_rate() {
     }
 }
 
+/// With a snapshot, the `conflate` policy and the write-coalescing window:
+/// the snapshot counts as sent, so the first live burst waits out the
+/// interval from the subscription and only its newest event comes.
+#[test]
+fn with_a_snapshot_conflation_and_the_write_window() {
+    let s = Server::start("[sse]\nwrite_delay_ms = 20\nslow_policy = \"conflate\"\n");
+    publish(s.addr(), "n.a", None, "a old");
+    let a_last = publish(s.addr(), "n.a", None, "a last");
+    let b_last = publish(s.addr(), "n.b", None, "b last");
+    let t_sub = Instant::now();
+    let mut sub = Sse::open(s.addr(), "topic=n.%3E&snapshot=1&max_rate=2");
+    let snap: Vec<u64> = sub.take(2).iter().map(Event::id_u64).collect();
+    assert_eq!(snap, vec![a_last, b_last], "the last value of each topic");
+    wait_subscribers(&s, 1);
+    let burst: Vec<String> = (0..5).map(|i| format!("live {i}")).collect();
+    let ids = publish_burst(s.addr(), "n.a", &burst, &[]);
+    let (ev, at) = next_at(&mut sub, t_sub);
+    assert_eq!((ev.id_u64(), ev.data.as_str()), (ids[4], "live 4"));
+    assert!(
+        at >= Duration::from_millis(500),
+        "the snapshot counted as sent: released {at:?} after subscribing"
+    );
+    assert!(s.metric_until("ringcast_throttled_events_total", |v| v >= 4.0) >= 4.0);
+    assert_eq!(s.metric("ringcast_resyncs_total"), 0.0);
+}
+
+/// A delayed grant with a `max_rate` claim (the free tier): each event
+/// `auth.delay_ms` late, and per topic at most one every `1/R`.
+#[test]
+fn a_delayed_grant_is_throttled_after_its_delay() {
+    let s = Server::start(&hs256_config("delay_ms = 1000\n"));
+    let free = hs256(&claims(
+        json!({"subscribe_delayed": ["d.>"], "max_rate": 2}),
+    ));
+    let mut sub = Sse::open_with(
+        s.addr(),
+        "topic=d.%3E",
+        &[("Authorization", &format!("Bearer {free}"))],
+    );
+    assert_eq!(sub.status, 200);
+    wait_subscribers(&s, 1);
+    let writer = hs256(&claims(json!({"publish": ["d.>"]})));
+    let t0 = Instant::now();
+    let burst: Vec<String> = (0..5).map(|i| format!("{i}")).collect();
+    let ids = publish_burst(
+        s.addr(),
+        "d.a",
+        &burst,
+        &[("Authorization", &format!("Bearer {writer}"))],
+    );
+    let (first, at) = next_at(&mut sub, t0);
+    assert_eq!(first.id_u64(), ids[0]);
+    assert!(at >= Duration::from_millis(1000), "delayed: {at:?}");
+    let (last, at) = next_at(&mut sub, t0);
+    assert_eq!(last.id_u64(), ids[4], "the newest, nothing between");
+    assert!(
+        at >= Duration::from_millis(1500),
+        "the delay, then the interval: {at:?}"
+    );
+}
+
+/// Cluster mode: a subscriber on one node, a burst published on another,
+/// the first and the newest with the ids JetStream gave them.
+#[test]
+fn in_cluster_mode_across_nodes() {
+    if !support::nats::available() {
+        return;
+    }
+    let nats = support::nats::Nats::start();
+    let (a, b) = (
+        support::nats::node(&nats, ""),
+        support::nats::node(&nats, ""),
+    );
+    let mut sub = Sse::open(b.addr(), "topic=c.x&max_rate=2");
+    wait_subscribers(&b, 1);
+    let t0 = Instant::now();
+    let burst: Vec<String> = (0..5).map(|i| format!("{i}")).collect();
+    let ids = publish_burst(a.addr(), "c.x", &burst, &[]);
+    let (first, _) = next_at(&mut sub, t0);
+    assert_eq!(first.id_u64(), ids[0]);
+    let (last, at) = next_at(&mut sub, t0);
+    assert_eq!(last.id_u64(), ids[4], "the newest, nothing between");
+    assert!(
+        at >= Duration::from_millis(500),
+        "after the interval: {at:?}"
+    );
+    assert_eq!(b.metric("ringcast_resyncs_total"), 0.0);
+}
+
 fn eventually_no_subscribers(s: &Server) {
     let v = s.metric_until_sum("ringcast_subscribers_active{", |v| v == 0.0);
     assert_eq!(v, 0.0);

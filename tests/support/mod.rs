@@ -386,6 +386,28 @@ pub fn enc(s: &str) -> String {
 }
 
 /// Publishes one event and returns its id.
+/// Publishes `data` on `topic` as one ndjson batch (a burst that no
+/// scheduling can spread out), with `headers`; the acknowledged ids.
+pub fn publish_burst(
+    addr: SocketAddr,
+    topic: &str,
+    data: &[String],
+    headers: &[(&str, &str)],
+) -> Vec<u64> {
+    let body: String = data
+        .iter()
+        .map(|d| format!("{}\n", serde_json::json!({"topic": topic, "data": d})))
+        .collect();
+    post_with(
+        addr,
+        "/publish",
+        "application/x-ndjson",
+        headers,
+        body.as_bytes(),
+    )
+    .batch_ids()
+}
+
 pub fn publish(addr: SocketAddr, topic: &str, event: Option<&str>, data: &str) -> u64 {
     let mut path = format!("/publish?topic={}", enc(topic));
     if let Some(e) = event {
