@@ -11,6 +11,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+use support::auth::{claims, hs256, hs256_config};
 use support::*;
 
 /// A subscriber that reads raw bytes and decodes the gzip member as it
@@ -352,4 +354,38 @@ fn a_throttled_stream_compresses_what_it_is_sent() {
     publish_burst(s.addr(), "t.a", &quotes, &[]);
     sub.until(&quotes[5], Duration::from_secs(2));
     assert_eq!(sub.data(), vec![quotes[0].clone(), quotes[5].clone()]);
+}
+
+/// A delayed view compressed (its own compressor; the events come from the
+/// delay line, `auth.delay_ms` late): every event decodes, in order, no
+/// earlier than the delay.
+#[test]
+fn a_delayed_view_compresses_its_events() {
+    let s = Server::start(&hs256_config("delay_ms = 500\n"));
+    let delayed = hs256(&claims(json!({"subscribe_delayed": ["v.>"]})));
+    let writer = hs256(&claims(json!({"publish": ["v.>"]})));
+    let mut sub = GzipSub::open(
+        s.addr(),
+        "topic=v.%3E",
+        &format!("Authorization: Bearer {delayed}\r\n"),
+    );
+    assert!(sub
+        .head
+        .to_ascii_lowercase()
+        .contains("content-encoding: gzip"));
+    wait_subscribers(&s, 1);
+    let quotes: Vec<String> = (0..4).map(quote).collect();
+    let t0 = Instant::now();
+    publish_burst(
+        s.addr(),
+        "v.a",
+        &quotes,
+        &[("Authorization", &format!("Bearer {writer}"))],
+    );
+    sub.until(&quotes[3], Duration::from_secs(3));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(500),
+        "not before the delay"
+    );
+    assert_eq!(sub.data(), quotes);
 }

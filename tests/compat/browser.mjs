@@ -44,7 +44,7 @@ try {
   check(true, "prices update live");
   await page.waitForFunction(() => Number(document.getElementById("rate").textContent) > 0, null, { timeout: 5000 });
   check(true, "events per second shown");
-  // The demo publishes 300 events/s: every reading of a true rate over the
+  // The demo publishes 200 events/s: every reading of a true rate over the
   // last second is near it, not a count per timer tick.
   const rates = [];
   for (let i = 0; i < 6; i++) {
@@ -87,7 +87,7 @@ try {
 
   // "Slow screen": max_rate=0.5, so each of the 32 symbols sends at most
   // one quote every 2 s: no one-second window holds more than 32 quotes
-  // (they come in step), against about 300 without it.
+  // (they come in step), against about 200 without it.
   await page.check("#slow");
   const slowHead = await (async () => {
     for (let i = 0; i < 50; i++) {
